@@ -1,0 +1,3 @@
+from inceptune.cli import main
+
+raise SystemExit(main())

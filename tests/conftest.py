@@ -1,0 +1,34 @@
+"""Shared test set-up: an isolated KERAS_HOME, the `slow` marker, and a clean Keras session per test."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Importing Keras writes ~/.keras/keras.json: point it at a temporary folder before any import.
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="inceptune-keras-home-"))
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(autouse=True)
+def _clear_keras_session():
+    import keras
+
+    keras.backend.clear_session()
+    yield
