@@ -1,0 +1,53 @@
+"""inceptune: transfer learning with Inception-family classifiers on Keras 3.
+
+Example:
+    >>> import inceptune as it
+    >>> base = it.load_backbone("inception_v3", weights="imagenet", image_size=299)
+    >>> report = it.freeze(base, "through:mixed7")
+    >>> model = it.build_classifier(base, num_classes=5, head={"dense": [1024], "dropout": 0.2})
+
+Names are imported lazily (PEP 562), so `import inceptune` and the CLI's `--help` do not load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "ARCHITECTURES": "architectures",
+    "ArchSpec": "architectures",
+    "block_map": "architectures",
+    "load_backbone": "architectures",
+    "blocks": None,
+    "FreezeReport": "freezing",
+    "freeze": "freezing",
+    "unfreeze": "freezing",
+    "select": "selectors",
+    "build_classifier": "heads",
+    "InceptuneError": "errors",
+    "DataError": "errors",
+    "RecipeError": "errors",
+    "SelectorError": "errors",
+    "SurgeryError": "errors",
+    "ModelLoadError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'inceptune' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    value = importlib.import_module(f"inceptune.{name}" if module is None else f"inceptune.{module}")
+    if module is not None:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,151 @@
+"""The `inceptune` command line: parse, call the library, print, map errors to exit codes.
+
+Exit codes: 0 success, 2 bad input (usage, recipe, data, selector, model file), 1 unexpected failure. Errors
+print one paragraph to stderr; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+__all__ = ["main"]
+
+
+def _print_error(kind: str, message: str) -> None:
+    text = " ".join(str(message).split())
+    sys.stderr.write(textwrap.fill(f"{kind}: {text}", width=110, break_long_words=False, break_on_hyphens=False) + "\n")
+
+
+# === commands ===
+
+def _cmd_backbones(args) -> int:
+    from inceptune.architectures import ARCHITECTURES, _application_names
+
+    if args.json:
+        out = [{"name": s.name, "default_size": s.default_size, "min_size": s.min_size, "preprocess": s.preprocess,
+                "description": s.description, "blocks": _blocks_of(s.name)} for s in ARCHITECTURES.values()]
+        print(json.dumps({"architectures": out, "keras_applications": _application_names()}, indent=2))
+        return 0
+    for spec in ARCHITECTURES.values():
+        blocks = _blocks_of(spec.name)
+        print(f"{spec.name}  (default {spec.default_size}px, min {spec.min_size}px, preprocessing {spec.preprocess})")
+        print(f"  {spec.description}")
+        print(textwrap.fill("  blocks: " + " ".join(blocks), width=110, subsequent_indent="    "))
+    print(textwrap.fill("also accepted (no block map: every layer is a block): any keras.applications name: "
+                        + ", ".join(_application_names()) + "; or a saved .keras model.", width=110))
+    return 0
+
+
+def _blocks_of(name: str) -> list[str]:
+    from inceptune.architectures import ARCHITECTURES, block_map, load_backbone
+
+    spec = ARCHITECTURES[name]
+    model = load_backbone(name, weights=None, image_size=spec.min_size)
+    return list(block_map(model, spec).order)
+
+
+def _load_for_inspect(target: str, weights: str, image_size):
+    from inceptune.architectures import load_backbone
+
+    if os.path.isdir(target) or target.endswith(".keras"):
+        from inceptune.export import load_model
+
+        return load_model(target)
+    return load_backbone(target, weights=weights, image_size=image_size)
+
+
+def _cmd_inspect(args) -> int:
+    from inceptune import freezing, selectors
+
+    if args.freeze is not None:
+        selectors.parse(args.freeze)  # syntax errors before the (slow) model build
+    model = _load_for_inspect(args.model, args.weights, args.image_size)
+    if args.freeze is not None:
+        rep = freezing.freeze(model, args.freeze, batchnorm=args.batchnorm)
+    elif args.train is not None:
+        rep = freezing.unfreeze(model, args.train, batchnorm=args.batchnorm)
+    else:
+        rep = freezing.report(model, batchnorm="")
+    if args.json:
+        print(rep.to_json(layers=args.layers))
+    else:
+        print(rep)
+        if args.layers:
+            for row in rep.layers:
+                flag = "train" if row["trainable"] else "frozen"
+                print(f"  {row['block']:<12} {row['name']:<40} {row['type']:<22} {flag:<6} "
+                      f"{row['trainable_params'] + row['frozen_params']:>10,}")
+    return 0
+
+
+# === parser ===
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inceptune",
+        description="Transfer learning with Inception-family classifiers on Keras 3.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("backbones", help="list architectures and their blocks")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_backbones)
+
+    p = sub.add_parser("inspect", help="per-block table: layers, output shapes, trainable/frozen parameters")
+    p.add_argument("model", metavar="MODEL|BACKBONE", help="a backbone name, a .keras file or a run folder")
+    p.add_argument("--weights", default="none",
+                   help="imagenet | none | PATH (default: none: the structure does not depend on the weights)")
+    p.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the architecture's)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--freeze", metavar="SELECTOR", help="freeze these layers, train the rest (e.g. through:mixed7)")
+    g.add_argument("--train", metavar="SELECTOR", help="train these layers, freeze the rest (e.g. head,from:mixed9)")
+    p.add_argument("--batchnorm", default="frozen", choices=("frozen", "follow", "train"),
+                   help="BatchNorm policy (default: frozen)")
+    p.add_argument("--layers", action="store_true", help="also list every layer")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Runs the CLI; returns the exit code."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        args = parser.parse_args(argv)
+        args.debug = debug
+    except SystemExit as exc:  # argparse: 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    from inceptune.errors import InceptuneError
+
+    try:
+        return int(args.func(args) or 0)
+    except InceptuneError as exc:
+        if args.debug:
+            traceback.print_exc()
+        _print_error("error", str(exc))
+        return 2
+    except KeyboardInterrupt:
+        _print_error("interrupted", "stopped by the user; files already written are complete.")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
+        if args.debug:
+            traceback.print_exc()
+        _print_error("unexpected error", f"{type(exc).__name__}: {exc}. This is a bug or an environment problem; "
+                     "run the same command with --debug for the traceback.")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Classification heads and the flat classifier.
+
+`build_classifier` returns ONE flat functional model: input (raw 0–255 RGB) → `preprocess` → every backbone
+layer → head. Flat (no nested model), so `get_layer("mixed7")`, every selector and graph surgery work on it, and
+intermediate outputs never raise "Graph disconnected".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from inceptune import graph as _graph
+from inceptune.architectures import PREPROCESS_LAYER, preprocess_mode, preprocessing_layer
+from inceptune.errors import InceptuneError
+
+__all__ = ["HeadSpec", "head_spec", "add_head", "build_classifier"]
+
+_POOLING = ("avg", "max", "flatten")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A classification head.
+
+    Attributes:
+        pooling: "avg" (GlobalAveragePooling2D, the seeds' choice), "max" or "flatten". Defaults to "avg".
+        dense: hidden Dense layer sizes (ReLU), e.g. (1024,). Defaults to none.
+        dropout: dropout rate after pooling and each hidden layer (0 = none). Defaults to 0.
+        activation: final activation, "softmax" (or None for logits). Defaults to "softmax".
+    """
+
+    pooling: str = "avg"
+    dense: tuple[int, ...] = ()
+    dropout: float = 0.0
+    activation: str | None = "softmax"
+
+
+def head_spec(head) -> HeadSpec:
+    """A `HeadSpec` from None, a HeadSpec, a dict (`{"pooling": "avg", "dense": [1024], "dropout": 0.2}`) or an
+    object with those attributes (the recipe's head section)."""
+    if head is None:
+        return HeadSpec()
+    if isinstance(head, HeadSpec):
+        return head
+    if isinstance(head, dict):
+        unknown = set(head) - {"pooling", "dense", "dropout", "activation"}
+        if unknown:
+            raise InceptuneError(f"unknown head key(s) {sorted(unknown)}. Allowed: pooling, dense, dropout, activation.")
+        d = dict(head)
+    else:
+        d = {k: getattr(head, k) for k in ("pooling", "dense", "dropout", "activation") if hasattr(head, k)}
+    dense = d.get("dense") or ()
+    spec = HeadSpec(pooling=d.get("pooling", "avg"), dense=tuple(int(u) for u in dense),
+                    dropout=float(d.get("dropout", 0.0) or 0.0), activation=d.get("activation", "softmax"))
+    if spec.pooling not in _POOLING:
+        raise InceptuneError(f"head pooling must be one of {', '.join(_POOLING)}. Received: pooling={spec.pooling!r}.")
+    if not 0.0 <= spec.dropout < 1.0:
+        raise InceptuneError(f"head dropout must be in [0, 1). Received: dropout={spec.dropout}.")
+    return spec
+
+
+def add_head(x, num_classes: int, head=None):
+    """Appends a classification head to feature map `x`; every layer is named `head_*`.
+
+    Returns:
+        The output tensor (class probabilities with the default softmax).
+    """
+    spec = head_spec(head)
+    if len(x.shape) == 4:
+        if spec.pooling == "avg":
+            x = layers.GlobalAveragePooling2D(name="head_pool")(x)
+        elif spec.pooling == "max":
+            x = layers.GlobalMaxPooling2D(name="head_pool")(x)
+        else:
+            x = layers.Flatten(name="head_pool")(x)
+    if spec.dropout:
+        x = layers.Dropout(spec.dropout, name="head_dropout")(x)
+    for i, units in enumerate(spec.dense):
+        x = layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+        if spec.dropout:
+            x = layers.Dropout(spec.dropout, name=f"head_dropout_{i}")(x)
+    return layers.Dense(num_classes, activation=spec.activation, name="head_output", dtype="float32")(x)
+
+
+def build_classifier(backbone, num_classes: int, head=None, *, preprocess: str | None = None,
+                     name: str | None = None) -> keras.Model:
+    """Builds one flat functional classifier: raw pixels → preprocessing → backbone layers → head.
+
+    Args:
+        backbone: keras.Model. A backbone (e.g. from `load_backbone`); nested models are inlined. Its weights
+            and trainable flags are copied; the backbone object itself is not modified or shared.
+        num_classes: int. Number of classes (>= 2).
+        head: HeadSpec, dict or None. Defaults to `HeadSpec()` (global average pooling → softmax).
+        preprocess: "tf", "torch", "caffe" or "none". Defaults to the backbone architecture's own mode; when the
+            backbone already has a `preprocess` layer none is added.
+        name: model name. Defaults to "<backbone>_classifier".
+
+    Returns:
+        A `keras.Model` taking float32 0–255 RGB images.
+    """
+    if int(num_classes) < 2:
+        raise InceptuneError(f"a classifier needs at least 2 classes. Received: num_classes={num_classes}.")
+    has_pre = any(layer.name == PREPROCESS_LAYER for layer in backbone.layers)
+    mode = preprocess or preprocess_mode(backbone)
+    inputs = keras.Input(shape=tuple(backbone.inputs[0].shape[1:]), name="image")
+    input_fn = None if has_pre else (lambda x: preprocessing_layer(mode)(x))
+    return _graph.rebuild(
+        backbone, inputs=inputs, input_fn=input_fn,
+        outputs_fn=lambda out, _: add_head(out, int(num_classes), head),
+        name=name or f"{backbone.name}_classifier")
