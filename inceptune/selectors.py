@@ -272,10 +272,14 @@ class _Context:
         right = len(weighted) - left
         if left and right:
             i = self.bmap.order.index(blk)
-            prev = self.bmap.order[i - 1] if i > 0 else None
+            if kind == "first":
+                prev = self.bmap.order[i - 1] if i > 0 else None
+                fix = (f"'through:{prev}' or " if prev else "") + f"'through:{blk}'"
+            else:
+                nxt = self.bmap.order[i + 1] if i + 1 < len(self.bmap.order) else None
+                fix = f"'from:{blk}'" + (f" or 'from:{nxt}'" if nxt and nxt != "head" else "")
             msg = (f"{kind}:{n} cuts block {blk!r} in two ({left} layers with weights on one side, {right} on the "
-                   f"other): a positional cut rarely means that. HINT: use "
-                   + (f"'through:{prev}' or " if prev else "") + f"'through:{blk}' to cut at a block boundary.")
+                   f"other): a positional cut rarely means that. HINT: use {fix} to cut at a block boundary.")
             self.warnings.append(msg)
             warnings.warn(msg, SelectorWarning, stacklevel=4)
 
