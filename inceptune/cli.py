@@ -86,6 +86,34 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from inceptune.train import train
+
+    if args.recipe is None and not args.resume:
+        raise _usage("train needs a RECIPE (or --resume with --out RUN_DIR)")
+    if args.resume and args.out is None:
+        raise _usage("--resume needs --out RUN_DIR: the run folder to continue")
+    run = train(args.recipe, out=args.out, overrides=args.set, resume=args.resume, force=args.force,
+                verbose=not args.quiet)
+    print(f"run folder: {run.dir}")
+    return 0
+
+
+def _cmd_data_summary(args) -> int:
+    from inceptune import data as _data
+
+    split = _data.SplitConfig(val=args.val, test=args.test, seed=args.seed, method=args.method)
+    info = _data.summary(args.source, split=split, min_side=args.min_side)
+    print(json.dumps(info, indent=2, default=str) if args.json else _data.format_summary(info))
+    return 0
+
+
+def _usage(text: str):
+    from inceptune.errors import InceptuneError
+
+    return InceptuneError(f"{text}. HINT: run `inceptune COMMAND --help` for the options.")
+
+
 # === parser ===
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="also list every layer")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub.required = True
+    q = dsub.add_parser("summary", help="class counts per split, skipped files, duplicates, leakage")
+    q.add_argument("source", metavar="DIR|CSV", help="a class-per-folder directory or a CSV manifest")
+    q.add_argument("--val", type=float, default=0.15, help="validation fraction (default 0.15)")
+    q.add_argument("--test", type=float, default=0.15, help="test fraction (default 0.15)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--method", default="stable-hash", choices=("stable-hash", "stratified"))
+    q.add_argument("--min-side", type=int, default=16, help="skip images smaller than this (default 16)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_cmd_data_summary)
+
+    p = sub.add_parser("train", help="run a recipe: staged fine-tuning into a run folder")
+    p.add_argument("recipe", metavar="RECIPE", nargs="?", help="recipe YAML file")
+    p.add_argument("--out", help="run folder (default runs/<recipe>-<time>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set stages[1].lr=1e-5 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after its last complete epoch")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="print less")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

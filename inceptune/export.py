@@ -1,0 +1,507 @@
+"""Export a classifier to ``.keras``, TF SavedModel, TFLite (LiteRT) or ONNX, verify it, and load models safely.
+
+The model given carries its preprocessing (a ``Rescaling`` layer named ``preprocess`` at the input), so every
+export takes raw 0-255 RGB pixels as float32, shape ``(batch, H, W, 3)``. A ``labels.json`` (a JSON list of
+class names in output order) is written beside the export (inside the folder for a SavedModel).
+
+Each export is written under a temporary name, loaded back with its own runtime (Keras in safe mode,
+``tf.saved_model.load``, the LiteRT interpreter, onnxruntime) and compared with the Keras model on a few
+images: the top-1 classes must agree and the largest absolute difference of the outputs must stay under
+``atol``. Only then is it moved into place. An existing output is never replaced without ``force=True``.
+
+| format | output | converter | runtime used to verify |
+|---|---|---|---|
+| ``keras`` | ``PATH.keras`` file | ``model.save`` | ``keras.saving.load_model(safe_mode=True)`` |
+| ``savedmodel`` | folder | ``model.export(format="tf_saved_model")`` | ``tf.saved_model.load(...).serve`` |
+| ``tflite`` | ``.tflite`` file | ``tf.lite.TFLiteConverter.from_saved_model`` (builtin ops only) | ``ai_edge_litert`` (else ``tf.lite.Interpreter``) |
+| ``onnx`` | ``.onnx`` file | ``model.export(format="onnx")`` (needs ``onnx``, ``tf2onnx``) | ``onnxruntime`` |
+
+Example:
+    path = export_model(model, "out/flowers.tflite", format="tflite", labels=["daisy", "rose"])
+    model = load_model("runs/flowers")        # RUN_DIR/model.keras, safe mode on
+    labels = load_labels("runs/flowers")      # RUN_DIR/labels.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from inceptune.errors import InceptuneError, ModelLoadError, closest
+
+__all__ = [
+    "FORMATS",
+    "ExportCheck",
+    "export_model",
+    "load_labels",
+    "load_model",
+    "verify_export",
+]
+
+FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+_INSTALL_HINT = 'HINT: pip install "inceptune[export]"'
+# Packages each format needs beyond Keras + TensorFlow: (converter packages, runtime packages).
+_NEEDS = {
+    "keras": ((), ()),
+    "savedmodel": ((), ()),
+    "tflite": ((), ()),  # converter in TensorFlow; runtime ai-edge-litert, else the deprecated tf.lite.Interpreter
+    "onnx": (("onnx", "tf2onnx"), ("onnxruntime",)),
+}
+
+
+# === Export ===
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportCheck:
+    """How an export compares with the Keras model it came from.
+
+    Attributes:
+        format: str. The export format.
+        path: Path. The file or folder checked.
+        num_images: int. Images compared.
+        top1_agree: int. Images whose top-1 class is the same in both (near-ties within ``tie_tol`` count as
+            agreeing).
+        max_abs_diff: float. Largest absolute difference between the two output arrays.
+        atol: float. Largest difference accepted.
+    """
+
+    format: str
+    path: Path
+    num_images: int
+    top1_agree: int
+    max_abs_diff: float
+    atol: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every top-1 agrees and ``max_abs_diff <= atol``."""
+        return self.top1_agree == self.num_images and self.max_abs_diff <= self.atol
+
+    def __str__(self) -> str:
+        return (
+            f"{self.format}: top-1 agrees on {self.top1_agree}/{self.num_images} images, "
+            f"max abs diff {self.max_abs_diff:.3g} (limit {self.atol:g}) -> {'OK' if self.ok else 'MISMATCH'}"
+        )
+
+
+def export_model(
+    model,
+    out,
+    format: str = "keras",
+    *,
+    labels: Sequence[str] | None = None,
+    verify_images=None,
+    verify: bool = True,
+    atol: float = 1e-3,
+    force: bool = False,
+) -> Path:
+    """Exports ``model`` in one format, verifies it with its own runtime, and writes ``labels.json`` beside it.
+
+    Args:
+        model: keras.Model. Single-input classifier whose preprocessing is inside (takes raw 0-255 RGB).
+        out: str or Path. Output: a ``.keras`` file, a SavedModel folder, a ``.tflite`` or ``.onnx`` file.
+        format: str. One of ``FORMATS``: "keras", "savedmodel", "tflite", "onnx". Defaults to "keras".
+        labels: list of str or None. Class names in output order, written to ``labels.json`` (beside a file,
+            inside a SavedModel folder). Defaults to None (no labels file).
+        verify_images: array (N, H, W, 3) of raw 0-255 pixels, or None. Images for the check; None uses 4
+            seeded random images of the model's input size. Defaults to None.
+        verify: bool. Load the export back and compare it with ``model``. Defaults to True.
+        atol: float. Largest absolute output difference accepted by the check. Defaults to 1e-3.
+        force: bool. Replace an existing output (and a differing ``labels.json``). Defaults to False.
+
+    Returns:
+        Path. The export (file or folder).
+
+    Raises:
+        InceptuneError: unknown format, output exists without ``force``, a converter or runtime is not
+            installed (with the pip command), labels of the wrong length, or the check failed.
+    """
+    format = _check_format(format)
+    out = Path(out)
+    if format == "keras" and out.suffix != ".keras":
+        raise InceptuneError(
+            f"export: the keras format writes a file whose name ends in '.keras', received out={str(out)!r}. "
+            f"HINT: use out={str(out.with_suffix('.keras'))!r}."
+        )
+    if out.exists() and not force:
+        raise InceptuneError(
+            f"export: {str(out)!r} already exists; an export never replaces a file or folder silently. "
+            "HINT: choose another --out, or pass force=True (--force) to replace it."
+        )
+    num_classes = int(model.outputs[0].shape[-1])
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if len(labels) != num_classes:
+            raise InceptuneError(
+                f"export: labels must name each of the model's {num_classes} outputs, received {len(labels)} "
+                f"labels {labels}."
+            )
+    labels_path = _labels_path_for(out, format)
+    if labels is not None and labels_path.exists() and not force:
+        existing = _read_labels_file(labels_path)
+        if existing != labels:
+            raise InceptuneError(
+                f"export: {str(labels_path)!r} already exists with other labels {existing}, received {labels}. "
+                "HINT: export into another folder, or pass force=True to replace it."
+            )
+    if not any(layer.name == "preprocess" for layer in model.layers):
+        warnings.warn(
+            f"export: model {model.name!r} has no layer named 'preprocess'; the export takes whatever input the "
+            "model takes, not necessarily raw 0-255 RGB pixels",
+            UserWarning,
+            stacklevel=2,
+        )
+    _require_packages(format, runtime=verify)
+    images = _verify_images(model, verify_images) if verify else None
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if format == "keras":
+        tmp = tmp.with_name(tmp.name + ".keras")  # Keras insists on the suffix
+    _remove(tmp)
+    try:
+        _convert(model, tmp, format, images)
+        if verify:
+            check = verify_export(tmp, format, model, images, atol=atol)
+            if not check.ok:
+                raise InceptuneError(
+                    f"export: the {format} export does not reproduce the Keras model: {check}. "
+                    "HINT: report this with the model summary; a larger atol accepts small numeric drift."
+                )
+        if out.exists():  # only reachable with force=True
+            _remove(out)
+        os.replace(tmp, out)
+    finally:
+        _remove(tmp)
+    if labels is not None:
+        _write_json_atomic(labels_path, labels)
+    return out
+
+
+def verify_export(path, format: str, model, images=None, *, atol: float = 1e-3, tie_tol: float = 1e-4) -> ExportCheck:
+    """Loads an export with its own runtime and compares its outputs with the Keras model on ``images``.
+
+    Args:
+        path: str or Path. The export.
+        format: str. One of ``FORMATS``.
+        model: keras.Model. The reference model.
+        images: array (N, H, W, 3) of raw 0-255 pixels, or None for 4 seeded random images. Defaults to None.
+        atol: float. Largest absolute output difference accepted. Defaults to 1e-3.
+        tie_tol: float. A top-1 disagreement where the Keras model's two scores differ by less than this is a
+            near-tie, not a mismatch. Defaults to 1e-4.
+
+    Returns:
+        ExportCheck. ``check.ok`` tells whether it passed; ``str(check)`` says by how much.
+    """
+    format = _check_format(format)
+    _require_packages(format, runtime=True, converter=False)
+    images = _verify_images(model, images)
+    reference = np.asarray(model(images, training=False), dtype=np.float32)
+    got = np.asarray(_RUNNERS[format](Path(path), images), dtype=np.float32).reshape(reference.shape)
+    ref_top, got_top = reference.argmax(1), got.argmax(1)
+    rows = np.arange(len(images))
+    gap = reference[rows, ref_top] - reference[rows, got_top]
+    agree = int(np.sum((ref_top == got_top) | (gap < tie_tol)))
+    return ExportCheck(
+        format=format,
+        path=Path(path),
+        num_images=len(images),
+        top1_agree=agree,
+        max_abs_diff=float(np.abs(reference - got).max()),
+        atol=float(atol),
+    )
+
+
+def _check_format(format: str) -> str:
+    if format not in FORMATS:
+        near = closest(str(format), FORMATS)
+        hint = f" HINT: did you mean {near[0]!r}?" if near else ""
+        raise InceptuneError(f"export: format must be one of {list(FORMATS)}, received format={format!r}.{hint}")
+    return format
+
+
+def _require_packages(format: str, *, runtime: bool, converter: bool = True) -> None:
+    conv, run = _NEEDS[format]
+    wanted = (list(conv) if converter else []) + (list(run) if runtime else [])
+    missing = [name for name in wanted if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InceptuneError(
+            f"export: the {format} format needs the Python packages {wanted}; missing: {missing}. "
+            f"{_INSTALL_HINT} (or pip install {' '.join(missing)})."
+        )
+
+
+def _verify_images(model, images):
+    if images is not None:
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[None]
+        return images
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(dim is None for dim in shape):
+        raise InceptuneError(
+            f"export: the model input has an unknown size {shape}, so no check images can be generated. "
+            "HINT: pass verify_images=an array of a few real images of the size the model expects."
+        )
+    rng = np.random.default_rng(0)
+    # Random noise at four brightness levels so the images are not alike.
+    base = rng.uniform(0, 255, size=(4, *shape))
+    return (base * np.array([0.25, 0.5, 0.75, 1.0])[:, None, None, None]).astype(np.float32)
+
+
+def _convert(model, tmp: Path, format: str, images=None) -> None:
+    if format == "keras":
+        model.save(tmp)
+    elif format == "savedmodel":
+        with _quiet():
+            model.export(str(tmp), format="tf_saved_model", verbose=False)
+    elif format == "tflite":
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory(prefix="inceptune-export-") as work, _quiet():
+            saved = os.path.join(work, "saved_model")
+            model.export(saved, format="tf_saved_model", verbose=False)
+            # Builtin ops only: Keras's own format="litert" silently adds SELECT_TF_OPS, which plain LiteRT
+            # runtimes cannot run (DESIGN §11).
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+            data = converter.convert()
+        tmp.write_bytes(data)
+    elif format == "onnx":
+        # Keras's ONNX exporter refuses a model that was never called ("The model provided has never called").
+        if images is None:
+            images = _verify_images(model, None)
+        model(images[:1], training=False)
+        try:
+            with _quiet():
+                model.export(str(tmp), format="onnx", verbose=False)
+        except ModuleNotFoundError as err:  # converters imported lazily inside Keras
+            raise InceptuneError(
+                f"export: the onnx format needs the packages onnx and tf2onnx; importing failed with {err}. "
+                f"{_INSTALL_HINT}"
+            ) from err
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences the converters' deprecation chatter (warnings only; errors still propagate)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# === Runtimes used to verify ===
+
+
+def _run_keras(path: Path, images: np.ndarray) -> np.ndarray:
+    import keras
+
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    return np.asarray(loaded(images, training=False))
+
+
+def _run_savedmodel(path: Path, images: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return loaded.serve(tf.constant(images)).numpy()
+
+
+def _run_tflite(path: Path, images: np.ndarray) -> np.ndarray:
+    interpreter = _tflite_interpreter(path)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], list(images.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], images.astype(inp["dtype"]))
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _tflite_interpreter(path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        with _quiet():  # tf.lite.Interpreter is deprecated in favour of ai-edge-litert
+            return tf.lite.Interpreter(model_path=str(path))
+    return Interpreter(model_path=str(path))
+
+
+def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+_RUNNERS = {"keras": _run_keras, "savedmodel": _run_savedmodel, "tflite": _run_tflite, "onnx": _run_onnx}
+
+
+# === Loading ===
+
+
+def load_model(path, *, compile: bool = False):
+    """Loads a Keras model from a ``.keras`` file or a run folder, with Keras's safe mode on.
+
+    Args:
+        path: str or Path. A ``.keras`` file, or a run folder holding ``model.keras`` (and ``labels.json``,
+            which must then name every output).
+        compile: bool. Restore the optimizer and loss too. Defaults to False (inference and evaluation).
+
+    Returns:
+        keras.Model.
+
+    Raises:
+        ModelLoadError: the path does not exist, is not a ``.keras`` file or run folder, the file is corrupt,
+            safe mode refuses it (e.g. a ``Lambda`` holding Python code), or ``labels.json`` disagrees with it.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(
+            f"load_model: {str(path)!r} does not exist; expected a .keras file or a run folder holding "
+            "model.keras."
+        )
+    run_dir = None
+    if path.is_dir():
+        if (path / "model.keras").is_file():
+            run_dir, path = path, path / "model.keras"
+        elif (path / "saved_model.pb").is_file():
+            raise ModelLoadError(
+                f"load_model: {str(path)!r} is a TensorFlow SavedModel, an export for serving that Keras cannot "
+                "load back as a trainable model; expected a .keras file or a run folder. HINT: pass the run "
+                "folder or the .keras file it was exported from (or use tf.saved_model.load to serve it)."
+            )
+        else:
+            raise ModelLoadError(
+                f"load_model: the folder {str(path)!r} holds no model.keras; expected a .keras file or a run "
+                "folder written by `inceptune train`."
+            )
+    elif path.suffix != ".keras":
+        raise ModelLoadError(f"load_model: {str(path)!r} cannot be loaded: {_refusal_reason(path.suffix)}")
+
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "unsafe" in str(err).lower() or "lambda" in str(err).lower():
+            raise ModelLoadError(
+                f"load_model: Keras safe mode refused {str(path)!r}: it holds Python code (a Lambda layer) that "
+                "would run on load. inceptune loads models with safe mode on only. HINT: rebuild the model "
+                "from stock Keras layers, or register the function with keras.saving.register_keras_serializable."
+                f" Keras said: {err}"
+            ) from err
+        raise ModelLoadError(f"load_model: {str(path)!r} is not a loadable .keras file: {err}") from err
+    except Exception as err:  # corrupt zip, missing custom classes, ...
+        raise ModelLoadError(
+            f"load_model: {str(path)!r} is not a loadable .keras file ({type(err).__name__}: {err})."
+        ) from err
+
+    if run_dir is not None:
+        labels = load_labels(run_dir)
+        outputs = int(model.outputs[0].shape[-1])
+        if labels is not None and len(labels) != outputs:
+            raise ModelLoadError(
+                f"load_model: {str(run_dir / 'labels.json')!r} names {len(labels)} classes but the model has "
+                f"{outputs} outputs. HINT: the run folder is inconsistent; re-export or re-train it."
+            )
+    return model
+
+
+def _refusal_reason(suffix: str) -> str:
+    suffix = suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        return (
+            "legacy HDF5 files are not supported (Keras's safe mode does not cover them). HINT: in a trusted "
+            "session, keras.models.load_model(path) then model.save('model.keras'), and pass the .keras file."
+        )
+    if suffix in (".tflite", ".onnx"):
+        return (
+            f"{suffix} files are inference exports, not Keras models. HINT: pass the .keras file or run folder "
+            "they were exported from."
+        )
+    return (
+        f"expected a .keras file or a run folder, received a file with suffix {suffix or '(none)'!r}. HINT: save "
+        "the model with model.save('model.keras')."
+    )
+
+
+def load_labels(path) -> list[str] | None:
+    """Reads the class names stored with a model: ``labels.json`` in a run or SavedModel folder, or beside a file.
+
+    Args:
+        path: str or Path. A ``labels.json`` file, a folder holding one, or an exported/saved model file
+            (its sibling ``labels.json`` is read).
+
+    Returns:
+        list of str, or None when there is no ``labels.json``.
+
+    Raises:
+        ModelLoadError: the file is not a JSON list of unique strings (a ``{"labels": [...]}`` object is also
+            accepted).
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "labels.json"
+    elif path.name.endswith(".json"):
+        candidate = path
+    else:
+        candidate = path.parent / "labels.json"
+    if not candidate.is_file():
+        return None
+    return _read_labels_file(candidate)
+
+
+def _read_labels_file(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"labels: {str(path)!r} is not readable JSON: {err}.") from err
+    if isinstance(data, dict) and "labels" in data:
+        data = data["labels"]
+    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+        raise ModelLoadError(
+            f"labels: {str(path)!r} must hold a JSON list of class names (strings), received "
+            f"{type(data).__name__}: {str(data)[:80]}."
+        )
+    if len(set(data)) != len(data):
+        raise ModelLoadError(f"labels: {str(path)!r} lists a class name twice: {data}.")
+    return data
+
+
+# === Files ===
+
+
+def _labels_path_for(out: Path, format: str) -> Path:
+    return out / "labels.json" if format == "savedmodel" else out.parent / "labels.json"
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

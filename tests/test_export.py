@@ -1,0 +1,188 @@
+"""Tests for inceptune.export: every available format round-trips through its own runtime; safe loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from inceptune import export
+from inceptune.errors import InceptuneError, ModelLoadError
+
+LABELS = ["daisy", "rose", "tulip"]
+
+
+def _classifier():
+    """Input(32,32,3) -> preprocess -> Conv/BN/pool -> Dense softmax, seeded so outputs are reproducible."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="head_dense", kernel_initializer="he_normal")(x)
+    model = keras.Model(inp, out, name="tiny_classifier")
+    bn = model.get_layer("stem_bn")  # non-trivial moving statistics so BatchNorm is really exercised
+    bn.moving_mean.assign(np.linspace(-0.2, 0.2, 8).astype("float32"))
+    bn.moving_variance.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
+    return model
+
+
+def _images(n=6, seed=1):
+    return np.random.default_rng(seed).uniform(0, 255, size=(n, 32, 32, 3)).astype("float32")
+
+
+def _missing(*packages):
+    return [p for p in packages if importlib.util.find_spec(p) is None]
+
+
+_SUFFIX = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+_SKIP = {
+    "onnx": _missing("onnx", "tf2onnx", "onnxruntime"),
+}
+
+
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_round_trip_every_format(tmp_path, fmt):
+    if _SKIP.get(fmt):
+        pytest.skip(f"{fmt}: packages not installed: {_SKIP[fmt]}")
+    model = _classifier()
+    images = _images()
+    out = export.export_model(model, tmp_path / "exp" / _SUFFIX[fmt], fmt, labels=LABELS, verify_images=images)
+    assert out == tmp_path / "exp" / _SUFFIX[fmt] and out.exists()
+    labels_file = out / "labels.json" if fmt == "savedmodel" else out.parent / "labels.json"
+    assert json.loads(labels_file.read_text()) == LABELS
+    assert export.load_labels(out) == LABELS
+    # No partial file left behind.
+    expected = [out.name] if fmt == "savedmodel" else ["labels.json", out.name]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(expected)
+
+    # Independently: the export run by its runtime on *other* images gives the Keras outputs.
+    other = _images(5, seed=7)
+    reference = model(other, training=False).numpy()
+    got = export._RUNNERS[fmt](out, other)
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    np.testing.assert_array_equal(got.argmax(1), reference.argmax(1))
+    check = export.verify_export(out, fmt, model, other)
+    assert check.ok and check.top1_agree == 5 and check.num_images == 5
+    assert check.max_abs_diff == pytest.approx(float(np.abs(got - reference).max()), abs=1e-7)
+    assert check.max_abs_diff <= 1e-5
+    print(check)
+
+
+def test_exports_take_raw_pixels():
+    """The preprocessing is inside: feeding 0-255 pixels equals feeding the rescaled ones past the layer."""
+    import keras
+
+    model = _classifier()
+    images = _images(2)
+    inner = keras.Model(model.get_layer("stem_conv").input, model.output)
+    np.testing.assert_allclose(
+        model(images).numpy(), inner(images / 127.5 - 1.0).numpy(), atol=1e-6
+    )
+
+
+def test_verify_detects_a_different_model(tmp_path):
+    model = _classifier()
+    out = export.export_model(model, tmp_path / "m.keras", "keras")
+    other = _classifier()
+    dense = other.get_layer("head_dense")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([-kernel, bias])  # reversed preferences: the top-1 must change
+    check = export.verify_export(out, "keras", other, _images())
+    assert not check.ok
+    assert check.top1_agree < check.num_images
+    assert "MISMATCH" in str(check)
+
+
+def test_never_overwrites_without_force(tmp_path):
+    model = _classifier()
+    target = tmp_path / "model.keras"
+    target.write_text("precious")
+    with pytest.raises(InceptuneError, match=r"already exists; an export never replaces .* force=True"):
+        export.export_model(model, target, "keras")
+    assert target.read_text() == "precious"
+    export.export_model(model, target, "keras", labels=LABELS, force=True)
+    assert export.load_model(target).count_params() == model.count_params()
+    # A labels.json with other labels is refused too.
+    with pytest.raises(InceptuneError, match=r"labels.json' already exists with other labels"):
+        export.export_model(model, tmp_path / "second.keras", "keras", labels=["a", "b", "c"])
+    assert not (tmp_path / "second.keras").exists()
+
+
+def test_bad_arguments(tmp_path):
+    model = _classifier()
+    with pytest.raises(InceptuneError, match=r"format must be one of .* received format='tflte'. HINT: did you mean 'tflite'\?"):
+        export.export_model(model, tmp_path / "m.tflite", "tflte")
+    with pytest.raises(InceptuneError, match=r"ends in '.keras', received out=.*HINT: use out=.*m.keras"):
+        export.export_model(model, tmp_path / "m.h5", "keras")
+    with pytest.raises(InceptuneError, match=r"must name each of the model's 3 outputs, received 2"):
+        export.export_model(model, tmp_path / "m.keras", "keras", labels=["a", "b"])
+
+
+def test_missing_converter_says_how_to_install(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a)
+    )
+    with pytest.raises(InceptuneError, match=r"missing: \['tf2onnx'\]\. HINT: pip install \"inceptune\[export\]\""):
+        export.export_model(_classifier(), tmp_path / "m.onnx", "onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_load_model_from_run_dir_and_file(tmp_path):
+    model = _classifier()
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "labels.json").write_text(json.dumps(LABELS))
+    loaded = export.load_model(run)
+    images = _images(3)
+    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
+    assert export.load_labels(run) == LABELS
+    assert export.load_model(run / "model.keras").name == "tiny_classifier"
+    (run / "labels.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    with pytest.raises(ModelLoadError, match=r"names 2 classes but the model has 3 outputs"):
+        export.load_model(run)
+
+
+def test_load_model_refusals(tmp_path):
+    import keras
+
+    with pytest.raises(ModelLoadError, match=r"does not exist"):
+        export.load_model(tmp_path / "nope.keras")
+    h5 = tmp_path / "old.h5"
+    h5.write_bytes(b"\x89HDF")
+    with pytest.raises(ModelLoadError, match=r"legacy HDF5 files are not supported"):
+        export.load_model(h5)
+    with pytest.raises(ModelLoadError, match=r"holds no model.keras"):
+        export.load_model(tmp_path)
+    saved = export.export_model(_classifier(), tmp_path / "sm", "savedmodel")
+    with pytest.raises(ModelLoadError, match=r"is a TensorFlow SavedModel"):
+        export.load_model(saved)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    with pytest.raises(ModelLoadError, match=r"is not a loadable .keras file"):
+        export.load_model(corrupt)
+
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inp)
+    keras.Model(inp, out).save(tmp_path / "lambda.keras")
+    with pytest.raises(ModelLoadError, match=r"safe mode refused .*lambda.keras"):
+        export.load_model(tmp_path / "lambda.keras")
+
+
+def test_load_labels_variants(tmp_path):
+    assert export.load_labels(tmp_path) is None
+    (tmp_path / "labels.json").write_text('{"0": "a"}')
+    with pytest.raises(ModelLoadError, match=r"must hold a JSON list of class names"):
+        export.load_labels(tmp_path / "model.tflite")
+    (tmp_path / "labels.json").write_text('["a", "a"]')
+    with pytest.raises(ModelLoadError, match=r"lists a class name twice"):
+        export.load_labels(tmp_path)

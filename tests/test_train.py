@@ -1,0 +1,215 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from inceptune.architectures import build_inception_mini
+from inceptune.errors import InceptuneError, RecipeError
+from inceptune.heads import build_classifier
+from inceptune.recipe import load_recipe
+from inceptune.schedules import ScheduleSpec, lr_at
+from inceptune.train import compile_stage, train
+
+from helpers import make_image_folder, mini_recipe
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "images", classes=4, per_class=60)
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("small") / "images", classes=3, per_class=20)
+
+
+def test_end_to_end_two_stages(images_dir, tmp_path):
+    run = train(mini_recipe(images_dir), out=tmp_path / "run", verbose=False)
+    assert run.metrics["accuracy"] >= 0.9
+    for name in ("recipe.yaml", "manifest.csv", "skipped.csv", "labels.json", "history.csv", "model.keras",
+                 "metrics.json", "report.html", "log.txt"):
+        assert (run.dir / name).exists(), name
+    assert load_recipe(run.dir / "recipe.yaml").stages[1].name == "all"
+    rows = list(csv.DictReader(open(run.dir / "history.csv")))
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("head", "1"), ("head", "2"), ("all", "1"), ("all", "2"),
+                                                          ("all", "3")]
+    assert all(float(r["lr"]) > 0 and r["val_loss"] for r in rows)
+    assert json.loads((run.dir / "labels.json").read_text()) == ["class_0", "class_1", "class_2", "class_3"]
+    assert json.loads((run.dir / "metrics.json").read_text())["accuracy"] == run.metrics["accuracy"]
+    loaded = keras.saving.load_model(run.dir / "model.keras", safe_mode=True)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), run.model(x), atol=1e-6)
+    assert any((run.dir / "tensorboard").rglob("*"))
+    # never overwritten without --force
+    with pytest.raises(InceptuneError, match="already exists and is not empty.*--resume.*--force"):
+        train(mini_recipe(images_dir), out=run.dir, verbose=False)
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    return build_classifier(build_inception_mini(), 3)
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32"), rng.integers(0, 3, 16)
+
+
+def _stage(**kw):
+    base = {"name": "s", "train": "all", "epochs": 1, "lr": 1e-2}
+    base.update(kw)
+    return load_recipe({"data": {"dir": "x"}, "stages": [base]}).stages[0]
+
+
+def test_frozen_variables_bit_identical_and_bn_statistics_fixed():
+    model = _model()
+    stage = _stage(train="from:mixed2")
+    compile_stage(model, stage, batchnorm="frozen")
+    before = {v.path: v.numpy().copy() for v in model.weights}
+    trainable = {v.path for v in model.trainable_weights}
+    x, y = _batch()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    after = {v.path: v.numpy() for v in model.weights}
+    for path, value in before.items():
+        if path in trainable:
+            assert not np.array_equal(value, after[path]), path
+        else:
+            assert np.array_equal(value, after[path]), path  # frozen kernels AND every BN moving statistic
+    assert any("moving_mean" in p for p in before if p not in trainable)
+
+
+def _first_step_deltas(lr_mult):
+    model = _model()
+    compile_stage(model, _stage(train="all", lr=1e-3, lr_mult=lr_mult), batchnorm="frozen")
+    before = {v.path: v.numpy().copy() for v in model.trainable_weights}
+    x, y = _batch()
+    model.train_on_batch(x, y)
+    return {p: model.get_layer(p.split("/")[0]).name and
+            next(v for v in model.trainable_weights if v.path == p).numpy() - b for p, b in before.items()}
+
+
+def test_lr_mult_zero_and_tenth():
+    base = _first_step_deltas({})
+    tenth = _first_step_deltas({"block:mixed3": 0.1})
+    zero = _first_step_deltas({"block:mixed3": 0})
+    mixed3 = [p for p in base if p.split("/")[0].startswith("mixed3")]
+    others = [p for p in base if p not in mixed3]
+    assert mixed3 and others
+    for p in mixed3:
+        np.testing.assert_allclose(tenth[p], 0.1 * base[p], rtol=1e-3, atol=5e-8)  # Adam: 1/10 the step (atol: float32 rounding of w - dw)
+        assert not np.any(zero[p])  # untouched
+        assert np.any(base[p])
+    for p in others:
+        np.testing.assert_allclose(tenth[p], base[p], rtol=1e-5, atol=5e-8)
+        np.testing.assert_allclose(zero[p], base[p], rtol=1e-5, atol=5e-8)
+
+
+def test_schedules_are_pure_functions():
+    cos = ScheduleSpec(1e-3, "cosine", total_steps=100)
+    assert lr_at(0, cos) == pytest.approx(1e-3)
+    assert lr_at(50, cos) == pytest.approx(5e-4)
+    assert lr_at(100, cos) == pytest.approx(0.0)
+    warm = ScheduleSpec(1e-3, "cosine", total_steps=110, warmup_steps=10)
+    assert [lr_at(i, warm) for i in (0, 4, 9)] == pytest.approx([1e-4, 5e-4, 1e-3])
+    assert lr_at(60, warm) == pytest.approx(5e-4)
+    exp = ScheduleSpec(1e-3, "exponential", total_steps=5000, decay_steps=1000, decay_rate=0.9)
+    assert lr_at(1000, exp) == pytest.approx(9e-4)
+    assert lr_at(2500, exp) == pytest.approx(1e-3 * 0.9 ** 2.5)
+    # the same numbers as Keras's ExponentialDecay
+    keras_exp = keras.optimizers.schedules.ExponentialDecay(1e-3, decay_steps=1000, decay_rate=0.9)
+    assert lr_at(2500, exp) == pytest.approx(float(keras_exp(2500)), rel=1e-6)
+    assert lr_at(7, ScheduleSpec(1e-3, "constant", total_steps=10)) == 1e-3
+
+
+def test_selector_matching_nothing_is_an_error():
+    model = _model()
+    with pytest.raises(RecipeError, match="matches no layer"):
+        compile_stage(model, _stage(train="name:nothing_*"), batchnorm="frozen")
+    with pytest.raises(RecipeError, match="nothing would train"):
+        compile_stage(model, _stage(train="type:BatchNormalization"), batchnorm="frozen")
+
+
+def _write_recipe(path, recipe):
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _weights(run_dir):
+    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    return {v.path: v.numpy() for v in model.weights}
+
+
+def test_resume_after_sigkill_matches_uninterrupted(small_dir, tmp_path):
+    recipe = mini_recipe(small_dir, stages=[
+        {"name": "head", "train": "head", "epochs": 2, "lr": 1e-2},
+        {"name": "all", "train": "all", "epochs": 5, "lr": 3e-3, "schedule": "cosine"},
+    ])
+    recipe["data"]["batch_size"] = 8
+    path = _write_recipe(tmp_path / "recipe.yaml", recipe)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "inceptune", "train", str(path), "--quiet"]
+    full = subprocess.run(cmd + ["--out", str(tmp_path / "full")], env=env, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed_dir)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            hist = killed_dir / "history.csv"
+            if hist.exists() and "all,1," in hist.read_text():
+                time.sleep(0.3)  # somewhere inside epoch 2 of stage 2
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "training finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed_dir / "model.keras").exists()
+    state = json.loads((killed_dir / "checkpoints" / "state.json").read_text())
+    assert state["stage"] == 1 and 1 <= state["epoch"] < 5
+    resumed = subprocess.run([sys.executable, "-m", "inceptune", "train", "--resume", "--out", str(killed_dir),
+                              "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "full"), _weights(killed_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=k)
+    rows = list(csv.DictReader(open(killed_dir / "history.csv")))
+    assert [(r["stage"], r["epoch"]) for r in rows][-5:] == [("all", str(i)) for i in range(1, 6)]
+
+
+EXAMPLE_OVERRIDES = {
+    "feature_extractor.yaml": [],
+    "first100_then_100_200.yaml": ["stages[0].train=!first:20", "stages[1].train=head, first:40 & !first:20"],
+    "freeze_mixed.yaml": [],
+    "staged_top_blocks.yaml": ["stages[1].train=head,from:mixed3"],
+    "exponential_decay.yaml": ["stages[0].decay_steps=5"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_OVERRIDES))
+def test_examples_run_on_inception_mini(name, small_dir, tmp_path):
+    recipe = load_recipe(EXAMPLES / name, [f"data.dir={small_dir}", "model.backbone=inception_mini",
+                                           "model.weights=none", "model.image_size=32", "model.head.dense=[8]",
+                                           "data.batch_size=16", "cache=off"]
+                         + [f"stages[{i}].epochs=1" for i in range(len(load_recipe(EXAMPLES / name).stages))]
+                         + EXAMPLE_OVERRIDES[name])
+    run = train(recipe, out=tmp_path / "run", verbose=False)
+    rows = list(csv.DictReader(open(run.dir / "history.csv")))
+    assert len(rows) == len(recipe.stages)
+    assert (run.dir / "model.keras").exists()
