@@ -1,0 +1,372 @@
+"""The frozen-prefix feature cache: compute the frozen part of the network once, train the rest on its output.
+
+When a stage trains only layers downstream of some tensor, and nothing upstream of it trains or is random, the
+activations at that tensor (the *cut*) are the same every epoch. The cache computes them once per split with a
+compiled function (not `model.predict`), stores them on disk (`<cache root>/<key>/`, memory-mapped when
+larger than the memory budget), and the stage trains a *suffix model* (cut → outputs) that shares its layers
+and variables with the full model: when the stage ends the full model is already trained.
+
+The cut is the deepest layer such that (1) no layer with trainable weights and no random layer (Dropout,
+noise, augmentation layers, BatchNorm in training mode) lies at or upstream of it, and (2) everything
+downstream can be computed from its output alone. BatchNorm under the `frozen` policy is deterministic.
+
+The cache key covers: the prefix's layer configs (architecture and preprocessing), a fingerprint of every
+prefix weight, the cut, the image size and resize mode, the manifest (paths, content hashes, splits), the
+storage dtype, and the augmentation views. Anything else changing means another key, so a stale cache is never
+used; a matching key is reused across stages and runs.
+
+Augmentation: with `data.augment` on, cached features would freeze one augmentation forever, so a stage is
+cached only when `cache: {views: K}` asks for K augmented views of each training image (computed once, K
+passes of the prefix); epoch e trains on view e mod K. This trades augmentation diversity (K fixed draws instead
+of a fresh draw each epoch) for speed; the validation split is never augmented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["find_cut", "CacheContext", "cache_root", "prefix_model", "suffix_model", "compiled_forward",
+           "extract_features"]
+
+# A cut must leave at least this share of the layers with weights upstream, or caching costs more (feature
+# maps near the input are large) than it saves.
+MIN_PREFIX_SHARE = 0.2
+
+_RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+                  "GaussianDropout", "AlphaDropout")
+
+
+def cache_root() -> Path:
+    """Where features are stored: `$INCEPTUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/inceptune/features`."""
+    env = os.environ.get("INCEPTUNE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "inceptune" / "features"
+
+
+def _is_random(layer) -> bool:
+    import keras
+
+    name = type(layer).__name__
+    if name in _RANDOM_LAYERS or name.startswith("Random"):
+        return True
+    return isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Result of `find_cut`: `layer` is the cut layer's name (None when no cut exists) and `reason` says why."""
+
+    layer: str | None
+    reason: str
+    prefix: frozenset = frozenset()
+    suffix: frozenset = frozenset()
+
+
+def find_cut(model) -> Cut:
+    """Finds the deepest cacheable cut of a model with its current trainable flags.
+
+    Args:
+        model: a functional keras.Model.
+
+    Returns:
+        A `Cut`.
+    """
+    from inceptune import graph as _graph
+
+    parents = _graph.parents(model)
+    children = {n: [] for n in parents}
+    for n, ps in parents.items():
+        for p in ps:
+            children[p].append(n)
+    layers = {layer.name: layer for layer in model.layers}
+    unsafe = {n for n, layer in layers.items() if (layer.trainable and layer.trainable_weights) or _is_random(layer)}
+    trainable = {n for n, layer in layers.items() if layer.trainable and layer.trainable_weights}
+    if not trainable:
+        return Cut(None, "nothing trains in this stage")
+    outputs = {t._keras_history.operation.name for t in model.outputs}
+    inputs = {n for n, ps in parents.items() if not ps}
+    order = list(parents)
+    for cand in reversed(order):
+        if cand in inputs or cand in unsafe:
+            continue
+        up = _graph._closure(cand, parents)
+        if up & unsafe:
+            continue
+        down = _graph._closure(cand, children) - {cand}
+        if not outputs <= down or not trainable <= down:
+            continue
+        if any(p not in down and p != cand for n in down for p in parents[n]):
+            continue  # something downstream also needs a tensor from beside the cut
+        weighted = [n for n in order if layers[n].weights]
+        share = sum(1 for n in weighted if n in up) / max(len(weighted), 1)
+        if share < MIN_PREFIX_SHARE:
+            return Cut(None, f"the deepest cacheable cut, {cand!r}, leaves {share:.0%} of the layers with weights "
+                             f"upstream: too little to be worth caching (needs {MIN_PREFIX_SHARE:.0%})")
+        return Cut(cand, f"cut at {cand!r}: {len(up)} layers computed once, {len(down)} trained per epoch",
+                   frozenset(up), frozenset(down))
+    first = next(n for n in order if n in unsafe)
+    kind = "a random layer" if _is_random(layers[first]) else "a trainable layer"
+    return Cut(None, f"no cacheable cut: {first!r} ({kind}) sits right after the input")
+
+
+def prefix_model(model, cut: str):
+    """input → cut, sharing the model's layers."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(cut).output, name=f"{model.name}_prefix")
+
+
+def suffix_model(model, cut: Cut):
+    """cut → outputs, calling the model's own layer objects (so training it trains the full model)."""
+    import keras
+
+    from inceptune import graph as _graph
+
+    cut_layer = model.get_layer(cut.layer)
+    cut_out = cut_layer.output
+    new_in = keras.Input(batch_shape=cut_out.shape, dtype=cut_out.dtype, name=f"cached_{cut.layer}")
+    tensors = {id(cut_out): new_in}
+    for node in _graph._model_nodes(model):
+        op = node.operation
+        if op is None or node.is_input or op.name not in cut.suffix:
+            continue
+        if any(id(x) not in tensors for x in node.input_tensors):
+            continue
+        args, kwargs = node.arguments.fill_in(tensors)
+        result = op(*args, **kwargs)
+        for x, y in zip(node.outputs, keras.tree.flatten(result)):
+            tensors[id(x)] = y
+    outs = [tensors[id(t)] for t in model.outputs]
+    return keras.Model(new_in, outs[0] if len(outs) == 1 else outs, name=f"{model.name}_suffix")
+
+
+def compiled_forward(model):
+    """A compiled inference function `x -> model(x, training=False)` (about 2x `model.predict` here)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(x):
+        return model(x, training=False)
+
+    return forward
+
+
+def extract_features(forward, dataset, n: int, out_path: Path | None, dtype: str, progress=None) -> np.ndarray:
+    """Runs `forward` over a batched dataset of (images, labels[, weights]) into an (n, ...) array.
+
+    Writes a `.npy` file (via a temporary name) when `out_path` is given and returns it memory-mapped... or
+    in memory; the caller decides how to load it.
+    """
+    arr = None
+    i = 0
+    for batch in dataset:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        y = np.asarray(forward(x)).astype(dtype)
+        if arr is None:
+            shape = (n,) + y.shape[1:]
+            if out_path is not None:
+                tmp = out_path.with_name(f"tmp-{os.getpid()}-{out_path.name}")
+                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            else:
+                arr = np.empty(shape, dtype=dtype)
+        arr[i:i + len(y)] = y
+        i += len(y)
+        if progress is not None:
+            progress(len(y))
+    if out_path is not None and arr is not None:
+        arr.flush()
+        del arr
+        os.replace(out_path.with_name(f"tmp-{os.getpid()}-{out_path.name}"), out_path)
+        return np.load(out_path, mmap_mode="r")
+    return arr
+
+
+def _hash_update_json(h, obj) -> None:
+    h.update(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def _prefix_fingerprint(model, cut: Cut) -> str:
+    h = hashlib.sha256()
+    for layer in model.layers:
+        if layer.name not in cut.prefix:
+            continue
+        _hash_update_json(h, [layer.name, type(layer).__name__, layer.get_config()])
+        for v in layer.weights:
+            h.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _memory_budget_bytes(cfg) -> int:
+    mb = getattr(cfg, "memory_budget_mb", None)
+    if mb:
+        return int(float(mb) * 2**20)
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 4 * 2**30
+    return int(avail * 0.25)
+
+
+class _StageFitter:
+    """Trains one stage on cached features (or explains why it cannot)."""
+
+    def __init__(self, ctx: "CacheContext", stage, stage_index: int, model, cut: Cut):
+        self.ctx, self.stage, self.si, self.model, self.cut = ctx, stage, stage_index, model, cut
+        self.active = cut.layer is not None
+        self.reason = cut.reason
+        self.suffix = None
+        self.features: dict = {}
+        if self.active and ctx.augment_on and ctx.views <= 1:
+            self.active = False
+            self.reason = ("augmentation is on, so features differ every epoch: not cached. HINT: set "
+                           "`cache: {views: K}` to cache K augmented views of each training image")
+
+    def _prepare(self):
+        if self.suffix is not None:
+            return
+        ctx = self.ctx
+        self.features = ctx.features(self.model, self.cut)
+        self.suffix = suffix_model(self.model, self.cut)
+        self.suffix.compile(optimizer=self.model.optimizer, loss="sparse_categorical_crossentropy",
+                            metrics=["accuracy"])
+
+    def fit_epoch(self, epoch: int, seed: int, batch_size: int, callbacks) -> dict:
+        self._prepare()
+        ctx = self.ctx
+        view = epoch % max(len(self.features["train"]), 1)
+        feats = self.features["train"][view]
+        order = ctx.data.epoch_order("train", seed=seed, balance=ctx.balance)
+        y = ctx.train_y[order]
+        kwargs = {}
+        if ctx.balance == "class-weight":
+            cw = ctx.data.class_weight()
+            kwargs["sample_weight"] = np.array([cw[int(c)] for c in y], dtype="float32")
+        val = None
+        if "val" in self.features:
+            val = (np.asarray(self.features["val"], dtype="float32"), ctx.val_y)
+        h = self.suffix.fit(np.asarray(feats[order], dtype="float32"), y, batch_size=batch_size, epochs=epoch + 1,
+                            initial_epoch=epoch, validation_data=val, shuffle=False, callbacks=callbacks,
+                            verbose=0, **kwargs)
+        return {k: float(v[-1]) for k, v in h.history.items()}
+
+
+class CacheContext:
+    """Per-run cache state, used by the trainer (`cache: auto`).
+
+    Args:
+        recipe, data, model, out: the run's recipe, `PreparedData`, full model and folder.
+        image_size: int. resize: str. log: callable for progress lines.
+    """
+
+    def __init__(self, recipe, data, model, out, *, image_size: int, resize: str = "stretch", log=print):
+        cfg = recipe.cache
+        self.cfg, self.data, self.out, self.log = cfg, data, Path(out), log
+        self.image_size, self.resize = int(image_size), resize
+        self.seed = int(recipe.seed)
+        self.dtype = getattr(cfg, "dtype", "float32")
+        self.views = int(getattr(cfg, "views", 1) or 1)
+        self.augment = getattr(recipe.data, "augment", "none")
+        self.augment_on = self.augment not in (None, "none", [], ())
+        if not self.augment_on:
+            self.views = 1
+        self.balance = getattr(recipe.data, "balance", "none")
+        self.batch_size = int(getattr(recipe.data, "batch_size", 32) or 32)
+        self.train_y = data.label_ids("train")
+        self.val_y = data.label_ids("val") if data.paths("val") else None
+        self.budget = _memory_budget_bytes(cfg)
+        self.hits = 0
+        self.misses = 0
+        h = hashlib.sha256()
+        _hash_update_json(h, [[r["path"], r.get("hash"), r["split"], r["label"]] for r in data.rows])
+        self.manifest_hash = h.hexdigest()
+
+    def fitter(self, stage, stage_index: int, model, bmap=None) -> _StageFitter:
+        return _StageFitter(self, stage, stage_index, model, find_cut(model))
+
+    def key(self, model, cut: Cut) -> str:
+        h = hashlib.sha256()
+        _hash_update_json(h, {"cut": cut.layer, "prefix": _prefix_fingerprint(model, cut), "size": self.image_size,
+                              "resize": self.resize, "manifest": self.manifest_hash, "dtype": self.dtype,
+                              "views": self.views, "augment": self.augment if self.views > 1 else None,
+                              "seed": self.seed if self.views > 1 else None, "version": 1})
+        return h.hexdigest()[:24]
+
+    def features(self, model, cut: Cut) -> dict:
+        """Returns {"train": [view arrays], "val": array} for the cut, from the cache or computed now."""
+        key = self.key(model, cut)
+        folder = cache_root() / key
+        meta_path = folder / "meta.json"
+        splits = ["train"] + (["val"] if self.val_y is not None else [])
+        if meta_path.exists():
+            self.hits += 1
+            self.log(f"    cache hit: {folder} ({cut.layer})")
+            return self._load(folder, splits)
+        self.misses += 1
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = prefix_model(model, cut.layer)
+        forward = compiled_forward(prefix)
+        total = len(self.train_y) * self.views + (len(self.val_y) if self.val_y is not None else 0)
+        t0 = time.time()
+        bar = _progress(total, f"caching features at {cut.layer}")
+        files = {}
+        for v in range(self.views):
+            ds = self.data.dataset("train", batch_size=self.batch_size, image_size=self.image_size,
+                                   resize=self.resize, shuffle=False,
+                                   augment=self.augment if self.views > 1 else None, seed=self.seed * 7919 + v)
+            name = f"train-{v}.npy"
+            extract_features(forward, ds, len(self.train_y), folder / name, self.dtype, bar)
+            files.setdefault("train", []).append(name)
+        if self.val_y is not None:
+            ds = self.data.dataset("val", batch_size=self.batch_size, image_size=self.image_size, resize=self.resize)
+            extract_features(forward, ds, len(self.val_y), folder / "val.npy", self.dtype, bar)
+            files["val"] = "val.npy"
+        if bar is not None:
+            bar.close()
+        seconds = time.time() - t0
+        meta = {"cut": cut.layer, "files": files, "images": total, "seconds": round(seconds, 3),
+                "images_per_second": round(total / max(seconds, 1e-9), 2), "dtype": self.dtype}
+        tmp = folder / f".meta.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, meta_path)  # written last: a folder without meta.json is incomplete and recomputed
+        self.log(f"    cache miss: computed {total} feature maps at {cut.layer} in {seconds:.1f}s "
+                 f"({meta['images_per_second']:.1f} img/s) into {folder}")
+        return self._load(folder, splits)
+
+    def _load(self, folder: Path, splits) -> dict:
+        meta = json.loads((folder / "meta.json").read_text())
+        out = {}
+        sizes = sum((folder / f).stat().st_size for f in meta["files"]["train"])
+        sizes += (folder / meta["files"]["val"]).stat().st_size if "val" in meta["files"] else 0
+        mode = None if sizes <= self.budget else "r"  # in memory under the budget, memory-mapped above it
+        out["train"] = [np.load(folder / f, mmap_mode=mode) for f in meta["files"]["train"]]
+        if "val" in splits and "val" in meta["files"]:
+            out["val"] = np.load(folder / meta["files"]["val"], mmap_mode=mode)
+        return out
+
+
+def _progress(total: int, desc: str):
+    import sys
+
+    if total < 500 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="img", leave=False)
+
+    class _Bar:
+        def __call__(self, n):
+            bar.update(n)
+
+        def close(self):
+            bar.close()
+
+    return _Bar()

@@ -1,0 +1,151 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from inceptune import cache as C
+from inceptune.architectures import build_inception_mini
+from inceptune.data import DataConfig, SplitConfig, prepare
+from inceptune.freezing import unfreeze
+from inceptune.heads import build_classifier
+from inceptune.recipe import load_recipe
+from inceptune.train import train
+
+from helpers import make_image_folder, mini_recipe
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("INCEPTUNE_CACHE_DIR", str(tmp_path / "feature-cache"))
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("cache-data") / "images", classes=3, per_class=20)
+
+
+def _model(head=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    return build_classifier(build_inception_mini(), 3, head or {})
+
+
+@pytest.mark.parametrize("selector,batchnorm,expected", [
+    ("head", "frozen", "head_pool"),
+    ("from:mixed3", "frozen", "mixed2"),
+    ("from:mixed2", "frozen", "mixed1"),
+    ("head,block:mixed3", "frozen", "mixed2"),
+    ("head", "train", None),          # every BN trains: only the first conv is deterministic, too little
+    ("all", "frozen", None),
+    ("from:mixed3", "follow", "mixed2"),
+])
+def test_cut_for_stage_selectors(selector, batchnorm, expected):
+    model = _model()
+    unfreeze(model, selector, batchnorm=batchnorm)
+    cut = C.find_cut(model)
+    assert cut.layer == expected, cut.reason
+    if expected is None:
+        assert "no cacheable cut" in cut.reason or "too little to be worth caching" in cut.reason
+
+
+def test_cut_skips_dropout_and_dense_head():
+    model = _model({"dense": [8], "dropout": 0.3})
+    unfreeze(model, "head")
+    assert C.find_cut(model).layer == "head_pool"  # the dropout after it runs in the suffix
+
+
+def _prepared(images_dir, tmp_path):
+    cfg = DataConfig(dir=str(images_dir), split=SplitConfig(val=0.25, test=0.25, seed=0), image_size=32)
+    return prepare(cfg, None, progress=False)
+
+
+def _ctx(data, model, tmp_path, **cache):
+    recipe = load_recipe({"data": {"dir": "x", "image_size": 32, "batch_size": 8},
+                          "stages": [{"name": "s", "train": "head", "epochs": 1, "lr": 1e-3}],
+                          "cache": cache or "auto"})
+    return C.CacheContext(recipe, data, model, tmp_path, image_size=32, log=lambda *_: None)
+
+
+def test_suffix_on_cached_features_equals_full_model(images_dir, tmp_path):
+    data = _prepared(images_dir, tmp_path)
+    model = _model({"dense": [8]})
+    unfreeze(model, "head,from:mixed3")
+    cut = C.find_cut(model)
+    ctx = _ctx(data, model, tmp_path)
+    feats = ctx.features(model, cut)
+    suffix = C.suffix_model(model, cut)
+    images = np.concatenate([x for x, _ in data.dataset("train", batch_size=8, image_size=32, shuffle=False)])
+    full = np.asarray(model(images, training=False))
+    via_cache = np.asarray(suffix(np.asarray(feats["train"][0]), training=False))
+    assert np.max(np.abs(full - via_cache)) < 1e-4
+    # the suffix shares variables with the full model: training it changes the full model
+    assert {id(v) for v in suffix.trainable_weights} <= {id(v) for v in model.trainable_weights}
+
+
+def test_cache_hit_miss_and_invalidation(images_dir, tmp_path):
+    data = _prepared(images_dir, tmp_path)
+    model = _model()
+    unfreeze(model, "head")
+    cut = C.find_cut(model)
+    ctx = _ctx(data, model, tmp_path)
+    ctx.features(model, cut)
+    assert (ctx.hits, ctx.misses) == (0, 1)
+    ctx.features(model, cut)
+    assert (ctx.hits, ctx.misses) == (1, 1)
+    # a new run (new context) with the same key reuses the files
+    ctx2 = _ctx(data, model, tmp_path)
+    ctx2.features(model, cut)
+    assert (ctx2.hits, ctx2.misses) == (1, 0)
+    # prefix weights change -> new key
+    k1 = ctx.key(model, cut)
+    conv = model.get_layer("mixed1_b1_conv")
+    conv.kernel.assign(conv.kernel.numpy() * 1.01)
+    assert ctx.key(model, cut) != k1
+    ctx.features(model, cut)
+    assert ctx.misses == 2
+    # another dtype or manifest -> new key
+    assert _ctx(data, model, tmp_path, dtype="float16").key(model, cut) != ctx.key(model, cut)
+    data.rows[0] = dict(data.rows[0], hash="changed")
+    assert _ctx(data, model, tmp_path).key(model, cut) != ctx.key(model, cut)
+
+
+def test_incomplete_cache_folder_is_recomputed(images_dir, tmp_path):
+    data = _prepared(images_dir, tmp_path)
+    model = _model()
+    unfreeze(model, "head")
+    cut = C.find_cut(model)
+    ctx = _ctx(data, model, tmp_path)
+    folder = C.cache_root() / ctx.key(model, cut)
+    folder.mkdir(parents=True)
+    (folder / "train-0.npy").write_bytes(b"garbage from a killed run")
+    feats = ctx.features(model, cut)
+    assert ctx.misses == 1 and feats["train"][0].shape[0] == len(data.paths("train"))
+
+
+def test_training_with_and_without_cache_reaches_the_same_weights(images_dir, tmp_path):
+    stages = [{"name": "head", "train": "head", "epochs": 3, "lr": 1e-2}]
+    runs = {}
+    for mode in ("off", "auto"):
+        recipe = mini_recipe(images_dir, stages=stages, cache=mode)
+        recipe["data"]["batch_size"] = 8
+        runs[mode] = train(recipe, out=tmp_path / mode, verbose=False)
+    a = {v.path: v.numpy() for v in runs["off"].model.weights}
+    b = {v.path: v.numpy() for v in runs["auto"].model.weights}
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], atol=2e-5, err_msg=k)
+    hist = (tmp_path / "auto" / "history.csv").read_text().splitlines()
+    assert all(line.endswith(",1") for line in hist[1:])  # every epoch ran on cached features
+    assert "cache miss" in (tmp_path / "auto" / "log.txt").read_text()
+    assert runs["off"].metrics["accuracy"] == runs["auto"].metrics["accuracy"]
+
+
+def test_augmentation_without_views_is_not_cached(images_dir, tmp_path):
+    recipe = mini_recipe(images_dir, stages=[{"name": "head", "train": "head", "epochs": 1, "lr": 1e-2}],
+                         cache="auto")
+    recipe["data"]["augment"] = "light"
+    run = train(recipe, out=tmp_path / "aug", verbose=False)
+    log = (run.dir / "log.txt").read_text()
+    assert "augmentation is on" in log and "views" in log
+    recipe["cache"] = {"views": 2}
+    run = train(recipe, out=tmp_path / "views", verbose=False, force=True)
+    assert "cache miss" in (run.dir / "log.txt").read_text()
