@@ -341,10 +341,14 @@ def block_map(model, spec: ArchSpec | None = None) -> BlockMap:
     for block, out in blocks_in_order:
         for n in _graph._closure(out, graph):
             layer_block.setdefault(n, block)
-    last_out = pairs[-1][1]
-    head = [n for n in order_all if n not in layer_block]
-    for n in head:
-        layer_block[n] = "head"
+    trailing = [n for n in order_all if n not in layer_block]
+    # Layers after the last block: the head. When the head is ours (`head_*` names), other trailing layers
+    # (e.g. a skip connection merged into the last block's output) belong to the last block.
+    ours = [n for n in trailing if n.startswith("head_")]
+    head = ours if ours else trailing
+    last_block = pairs[-1][0]
+    for n in trailing:
+        layer_block[n] = "head" if n in head else last_block
     order = [b for b, _ in blocks_in_order] + (["head"] if head else [])
     members = {b: tuple(n for n in order_all if layer_block[n] == b) for b in order}
     head_set = set(head)
@@ -353,7 +357,6 @@ def block_map(model, spec: ArchSpec | None = None) -> BlockMap:
     outputs = {b: o for b, o in blocks_in_order}
     if head:
         outputs["head"] = head[-1]
-    del last_out
     return BlockMap(tuple(order), outputs, layer_block, backbone, tuple(n for n in model_order if n in head_set),
                     members)
 

@@ -24,6 +24,8 @@ __all__ = [
     "inception_resnet_a",
     "inception_resnet_b",
     "inception_resnet_c",
+    "reduction_a",
+    "reduction_b",
 ]
 
 
@@ -179,3 +181,52 @@ def inception_resnet_c(x, *, scale: float = 0.2, activation="relu", name: str):
     b1 = conv_bn(b1, 224, (1, 3), name=f"{name}_b1a")
     b1 = conv_bn(b1, 256, (3, 1), name=f"{name}_b1b")
     return _residual(x, [b0, b1], scale=scale, activation=activation, name=name)
+
+
+def reduction_a(x, k: int = 256, l: int = 256, m: int = 384, n: int = 384, *, name: str):
+    """Reduction-A (35×35 → 17×17): 3×3/2 conv (n) | 1×1 (k) → 3×3 (l) → 3×3/2 (m) | 3×3/2 max-pool.
+
+    Halves the grid with stride-2 "valid" layers (side S → ⌊(S−3)/2⌋+1) and concatenates the branches.
+    Reference: Szegedy et al., AAAI 2017, Figure 7 and Table 1 (InceptionResNetV2's `mixed_6a`: k=256, l=256,
+    m=384, n=384).
+
+    Args:
+        x: input tensor. k, l, m, n: int. Branch channels in the paper's notation.
+        name: str. Prefix of every layer; the concatenation is named `name`.
+
+    Returns:
+        A tensor with `n + m + channels(x)` channels on the reduced grid.
+    """
+    b0 = conv_bn(x, n, 3, strides=2, padding="valid", name=f"{name}_b0")
+    b1 = conv_bn(x, k, 1, name=f"{name}_b1_reduce")
+    b1 = conv_bn(b1, l, 3, name=f"{name}_b1a")
+    b1 = conv_bn(b1, m, 3, strides=2, padding="valid", name=f"{name}_b1b")
+    pool = layers.MaxPooling2D(3, strides=2, padding="valid", name=f"{name}_pool")(x)
+    return layers.Concatenate(axis=-1, name=name)([b0, b1, pool])
+
+
+def reduction_b(x, reduce: int = 256, outputs=(384, 288, 320), *, name: str):
+    """Reduction-B (17×17 → 8×8): three 1×1 → 3×3/2 conv branches (one with an extra 3×3) | 3×3/2 max-pool.
+
+    Reference: Szegedy et al., AAAI 2017, Figure 18 (InceptionResNetV2's `mixed_7a`: reduce=256,
+    outputs=(384, 288, 320), and 288 channels before the last branch's stride-2 conv).
+
+    Args:
+        x: input tensor.
+        reduce: int. Channels of each branch's 1×1 reduction. Defaults to 256.
+        outputs: (int, int, int). Channels of the three stride-2 convolutions. Defaults to (384, 288, 320).
+        name: str. Prefix of every layer; the concatenation is named `name`.
+
+    Returns:
+        A tensor with `sum(outputs) + channels(x)` channels on the reduced grid.
+    """
+    c0, c1, c2 = outputs
+    b0 = conv_bn(x, reduce, 1, name=f"{name}_b0_reduce")
+    b0 = conv_bn(b0, c0, 3, strides=2, padding="valid", name=f"{name}_b0")
+    b1 = conv_bn(x, reduce, 1, name=f"{name}_b1_reduce")
+    b1 = conv_bn(b1, c1, 3, strides=2, padding="valid", name=f"{name}_b1")
+    b2 = conv_bn(x, reduce, 1, name=f"{name}_b2_reduce")
+    b2 = conv_bn(b2, c1, 3, name=f"{name}_b2a")
+    b2 = conv_bn(b2, c2, 3, strides=2, padding="valid", name=f"{name}_b2b")
+    pool = layers.MaxPooling2D(3, strides=2, padding="valid", name=f"{name}_pool")(x)
+    return layers.Concatenate(axis=-1, name=name)([b0, b1, b2, pool])

@@ -100,6 +100,12 @@ def output_shape(layer) -> tuple:
     return tuple(out.shape)
 
 
+def _input_layer_name(tensor) -> str:
+    hist = getattr(tensor, "_keras_history", None)
+    op = hist.operation if hist is not None else None
+    return op.name if op is not None else tensor.name
+
+
 def _clone_layer(layer):
     if isinstance(layer, keras.layers.InputLayer):
         return layer
@@ -113,6 +119,7 @@ def rebuild(
     input_fn: Callable | None = None,
     call_fn: Callable | None = None,
     outputs_fn: Callable | None = None,
+    copy_fn: Callable | None = None,
     clone: bool = True,
     flatten: bool = True,
     name: str | None = None,
@@ -128,6 +135,9 @@ def rebuild(
             **kwargs)` for every layer; `outputs_by_name` maps the names of the layers already rebuilt to their
             new output tensors. Return `layer(*args, **kwargs)` to keep a layer unchanged.
         outputs_fn: optional `fn(outputs, outputs_by_name) -> outputs` applied to the model's outputs.
+        copy_fn: optional `fn(old_layer, new_layer)` that copies the weights of each cloned layer (only with
+            `clone=True`), for callers that change the shape of some layers (surgery widening a kernel).
+            Defaults to `copy_weights`.
         clone: bool. Build fresh copies of every layer from its config, then copy the weights over, so the new
             model has independent variables (and each layer a single inbound node). Defaults to True.
         flatten: bool. Inline nested functional models, so that every layer of a backbone wrapped inside a
@@ -138,7 +148,8 @@ def rebuild(
         A new `keras.Model`. Layers of the new model that were copies of old layers carry the old weights.
     """
     if inputs is None:
-        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
+        # Named after the old input layers (a KerasTensor's own name is an automatic `keras_tensor_N`).
+        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=_input_layer_name(t)) for t in model.inputs]
         single = len(inputs) == 1
     else:
         single = not isinstance(inputs, (list, tuple))
@@ -150,6 +161,11 @@ def rebuild(
 
     originals: dict[str, object] = {}
     outputs_by_name: dict[str, object] = {}
+    # Input layers are never called: map their names to the new input tensors so call_fn can reach them.
+    for old_t, new_t in zip(model.inputs, inputs):
+        hist = getattr(old_t, "_keras_history", None)
+        if hist is not None and hist.operation is not None:
+            outputs_by_name[hist.operation.name] = new_t
 
     def run(sub, sub_inputs):
         tensors = {id(x): y for x, y in zip(sub.inputs, sub_inputs)}
@@ -186,7 +202,7 @@ def rebuild(
         for layer in new.layers:
             old = originals.get(layer.name)
             if old is not None and old is not layer and old.weights:
-                copy_weights(old, layer)
+                (copy_fn or copy_weights)(old, layer)
     return new
 
 

@@ -213,3 +213,23 @@ def test_examples_run_on_inception_mini(name, small_dir, tmp_path):
     rows = list(csv.DictReader(open(run.dir / "history.csv")))
     assert len(rows) == len(recipe.stages)
     assert (run.dir / "model.keras").exists()
+
+
+def test_two_stage_recipe_with_a_skip_and_an_inserted_block(small_dir, tmp_path):
+    recipe = mini_recipe(small_dir, stages=[
+        {"name": "head", "train": "head", "epochs": 1, "lr": 1e-2},
+        {"name": "skip", "train": "head,name:skip_*,name:*_gate", "epochs": 2, "lr": 1e-2},
+    ])
+    recipe["model"]["skips"] = [{"from": "mixed1", "to": "mixed3"}]
+    recipe["model"]["insert"] = [{"after": "mixed2", "block": "residual_inception", "params": {"filters": 4}}]
+    run = train(recipe, out=tmp_path / "run", verbose=False)
+    names = [l.name for l in run.model.layers]
+    assert "skip_mixed1_mixed3_proj" in names and "skip_mixed1_mixed3_add" in names
+    assert any(n.endswith("_gate") for n in names)
+    loaded = keras.saving.load_model(run.dir / "model.keras", safe_mode=True)
+    proj = loaded.get_layer("skip_mixed1_mixed3_proj")
+    assert np.any(proj.kernel.numpy() != 0)  # zero-initialised, then trained in stage 2
+    from inceptune.architectures import block_map
+
+    bm = block_map(run.model)
+    assert "skip_mixed1_mixed3_add" not in bm.head_layers and bm.layer_block["skip_mixed1_mixed3_add"] == "mixed3"

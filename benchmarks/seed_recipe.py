@@ -1,0 +1,164 @@
+"""The seeds' fine-tuning recipe, plain Keras (A) against `inceptune train` with `cache: auto` (B), side by side.
+
+Same machine, same data (generated, 5 visually distinct classes), same split (one manifest), same initial
+backbone weights (random, saved once and loaded by both), same seed. The seeds' recipe:
+
+    stage 1: backbone frozen, new head (GAP -> Dense(1024) -> Dense(classes)), Adam 1e-3, 10 epochs
+    stage 2: unfreeze the top blocks (base_model.layers[249:] = mixed9, mixed10), recompile at 1e-4, 5 epochs
+
+A runs it as the seeds write it (`model.fit` on images every epoch). B runs the equivalent recipe through
+inceptune, whose feature cache computes the frozen prefix once per stage. Prints both wall times, A/B, both
+test accuracies; then forward throughput at 299x299 of the compiled path and of `model.predict`, and the
+fraction of this CPU's FP32 peak the compiled path reaches (InceptionV3 ~5.7 G multiply-adds per image).
+
+Run:  .venv/bin/python benchmarks/seed_recipe.py            (about 10 minutes on 2 cores)
+      .venv/bin/python benchmarks/seed_recipe.py --quick    (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import numpy as np  # noqa: E402
+
+
+def _peak_gflops() -> tuple[float, str]:
+    """FP32 peak: cores x GHz x 32 FLOP/cycle (two 8-wide AVX2 FMA units) — the usual x86 server figure."""
+    mhz = None
+    flags = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("cpu MHz") and mhz is None:
+                mhz = float(line.split(":")[1])
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    ghz = (mhz or 2500.0) / 1000.0
+    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 16
+    cores = os.cpu_count() or 1
+    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
+
+
+def plain_keras(data, size, weights_path, labels, epochs=(10, 5), batch=32, seed=0):
+    """The seeds' code, with the data already split (the same manifest as inceptune's run)."""
+    import keras
+    from keras.applications.inception_v3 import InceptionV3, preprocess_input
+
+    keras.utils.set_random_seed(seed)
+    base = InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
+    base.load_weights(weights_path)
+    x = keras.layers.GlobalAveragePooling2D()(base.output)
+    x = keras.layers.Dense(1024, activation="relu")(x)
+    out = keras.layers.Dense(len(labels), activation="softmax")(x)
+    model = keras.Model(base.input, out)
+
+    def ds(split, shuffle_seed=None):
+        d = data.dataset(split, batch_size=batch, image_size=size, shuffle=shuffle_seed is not None,
+                         seed=shuffle_seed or 0)
+        return d.map(lambda im, y: (preprocess_input(im), y))
+
+    for layer in base.layers:
+        layer.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(ds("train", seed), validation_data=ds("val"), epochs=epochs[0], verbose=0)
+    for layer in base.layers[249:]:
+        layer.trainable = True
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(ds("train", seed + 1), validation_data=ds("val"), epochs=epochs[1], verbose=0)
+    _, acc = model.evaluate(ds("test"), verbose=0)
+    return float(acc)
+
+
+def throughput(size=299, n=64, batch=32):
+    import keras
+    import tensorflow as tf
+
+    model = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
+    x = np.random.default_rng(0).uniform(-1, 1, (n, size, size, 3)).astype("float32")
+    fwd = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+    fwd(x[:batch])
+    model.predict(x[:batch], batch_size=batch, verbose=0)
+    best = {"compiled": 0.0, "predict": 0.0}
+    for _ in range(2):
+        t = time.perf_counter()
+        for i in range(0, n, batch):
+            np.asarray(fwd(x[i:i + batch]))
+        best["compiled"] = max(best["compiled"], n / (time.perf_counter() - t))
+        t = time.perf_counter()
+        model.predict(x, batch_size=batch, verbose=0)
+        best["predict"] = max(best["predict"], n / (time.perf_counter() - t))
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=600, help="total images (5 classes)")
+    ap.add_argument("--size", type=int, default=150)
+    ap.add_argument("--quick", action="store_true", help="100 images at 75px, 2+1 epochs, no throughput part")
+    args = ap.parse_args()
+    if args.quick:
+        args.images, args.size = 100, 75
+    epochs = (2, 1) if args.quick else (10, 5)
+
+    import keras
+
+    from helpers import make_image_folder
+    from inceptune.data import DataConfig, SplitConfig, prepare
+    from inceptune.train import train
+
+    work = Path(tempfile.mkdtemp(prefix="inceptune-bench-"))
+    os.environ.setdefault("INCEPTUNE_CACHE_DIR", str(work / "cache"))
+    make_image_folder(work / "images", classes=5, per_class=args.images // 5, size=args.size)
+    data = prepare(DataConfig(dir=str(work / "images"), split=SplitConfig(val=0.15, test=0.15, seed=0)),
+                   work / "prep", progress=False)
+    keras.utils.set_random_seed(0)
+    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
+    weights = work / "backbone.weights.h5"
+    base.save_weights(weights)
+    counts = {s: len(data.paths(s)) for s in ("train", "val", "test")}
+    print(f"data: {counts} images, {args.size}x{args.size}, 5 classes; epochs {epochs}")
+
+    t = time.perf_counter()
+    acc_a = plain_keras(data, args.size, weights, data.labels, epochs=epochs)
+    time_a = time.perf_counter() - t
+    print(f"A plain Keras (seeds):        {time_a:8.1f} s   test accuracy {acc_a:.4f}", flush=True)
+
+    recipe = {
+        "data": {"manifest": str(work / "prep" / "manifest.csv"), "image_size": args.size, "batch_size": 32},
+        "model": {"backbone": "inception_v3", "weights": str(weights), "head": {"dense": [1024]},
+                  "batchnorm": "follow"},
+        "stages": [{"name": "head", "train": "head", "epochs": epochs[0], "lr": 1e-3},
+                   {"name": "top", "train": "head,from:mixed9", "epochs": epochs[1], "lr": 1e-4}],
+        "cache": "auto",
+        "seed": 0,
+    }
+    t = time.perf_counter()
+    run = train(recipe, out=work / "run", verbose=False)
+    time_b = time.perf_counter() - t
+    acc_b = run.metrics["accuracy"]
+    print(f"B inceptune train, cache auto: {time_b:8.1f} s   test accuracy {acc_b:.4f}")
+    print(f"A/B = {time_a / time_b:.2f}   accuracy difference {100 * (acc_b - acc_a):+.1f} points")
+    cached = [line for line in (work / "run" / "log.txt").read_text().splitlines() if "cache" in line]
+    print("\n".join("  " + c.strip() for c in cached))
+
+    if not args.quick:
+        tp = throughput()
+        peak, how = _peak_gflops()
+        flops = 2 * 5.7e9
+        print(f"\nforward @299, InceptionV3, batch 32: compiled {tp['compiled']:.1f} img/s, model.predict "
+              f"{tp['predict']:.1f} img/s, ratio {tp['compiled'] / tp['predict']:.2f}")
+        print(f"compiled path: {tp['compiled'] * flops / 1e9:.0f} GFLOP/s = {100 * tp['compiled'] * flops / 1e9 / peak:.0f}% "
+              f"of FP32 peak {peak:.0f} GFLOP/s ({how})")
+
+
+if __name__ == "__main__":
+    main()
