@@ -79,6 +79,15 @@ def _save_weights_atomic(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _load_weights(model, path: Path) -> None:
+    """Loads model weights; the optimizer state inside the file is restored separately (or not needed)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
 def _history_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(HISTORY_COLUMNS), extrasaction="ignore", lineterminator="\n")
@@ -183,12 +192,14 @@ def compile_stage(model, stage, *, batchnorm: str = "frozen", bmap=None):
     from inceptune.schedules import scale_updates
     from inceptune.selectors import resolve
 
-    selected = resolve(model, stage.train, bmap=bmap)
+    warns: list[str] = []
+    selected = resolve(model, stage.train, bmap=bmap, warnings_out=warns)
     if not selected:
         raise RecipeError(
             f"stages[{stage.name}].train: the selector {stage.train!r} matches no layer of {model.name!r}. "
             f"HINT: `inceptune inspect {model.name.replace('_classifier', '')}` lists the blocks; 'head' trains the new head.")
-    report = freezing.apply_trainable(model, selected, batchnorm=batchnorm, selector=f"train {stage.train}", bmap=bmap)
+    report = freezing.apply_trainable(model, selected, batchnorm=batchnorm, selector=f"train {stage.train}", bmap=bmap,
+                                      warnings=tuple(warns))
     if report.trainable_params == 0:
         raise RecipeError(
             f"stage {stage.name!r}: train={stage.train!r} selects only layers without trainable weights under "
@@ -330,7 +341,7 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
     if resume:
         state = json.loads((ckpt / "state.json").read_text())
         if state.get("weights"):
-            model.load_weights(ckpt / state["weights"])
+            _load_weights(model, ckpt / state["weights"])
     history: list[dict] = list(state["history"])
     run_monitor = state.get("run_monitor") or ("val_loss" if has_val else "loss")
     state["run_monitor"] = run_monitor
@@ -363,6 +374,8 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
             f"{stage.optimizer}, {report.trainable_params:,} trainable / {report.frozen_params:,} frozen parameters")
         if stage.lr_mult:
             log(f"    lr_mult: {stage.lr_mult}")
+        for w in report.warnings:
+            log(f"    warning: {w}")
         if start_epoch > 0:
             optimizer.build(model.trainable_variables)
             saved = np.load(ckpt / state["optimizer"])
@@ -440,12 +453,12 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
             finished = stopped or epoch + 1 >= stage.epochs
             if finished:
                 if es and es.restore_best and state["es_weights"] and stopped:
-                    model.load_weights(ckpt / state["es_weights"])
+                    _load_weights(model, ckpt / state["es_weights"])
                     log(f"  early stopping: {monitor} did not improve for {es.patience + 1} epochs; "
                         f"restored the best epoch ({monitor} {state['es_best']:.4f})")
                     _save_weights_atomic(model, ckpt / files["weights"])
                 elif es and es.restore_best and state["es_weights"]:
-                    model.load_weights(ckpt / state["es_weights"])
+                    _load_weights(model, ckpt / state["es_weights"])
                     _save_weights_atomic(model, ckpt / files["weights"])
                 state.update(stage=si + 1, epoch=0, es_best=None, es_wait=0, es_weights=None)
             else:
@@ -462,7 +475,7 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
 
     # === best model, test metrics, report ===
     if state.get("best_weights"):
-        model.load_weights(ckpt / state["best_weights"])
+        _load_weights(model, ckpt / state["best_weights"])
         log(f"\nbest epoch by {run_monitor}: {state['best']:.4f}")
     from inceptune import graph as _graph
 
