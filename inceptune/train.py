@@ -291,13 +291,35 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
     Returns:
         A `Run`.
     """
+    out = Path(out) if out is not None else default_run_dir(recipe)
+    if not resume:
+        from inceptune.recipe import Recipe, load_recipe
+
+        # validate before touching the disk
+        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides))
+        overrides = ()
+    existed = out.exists()
+    _prepare_run_dir(out, resume=resume, force=force)
+    try:
+        return _train(recipe, out, overrides=overrides, resume=resume, verbose=verbose,
+                      stop_after_epochs=stop_after_epochs)
+    except BaseException:
+        # a run that fails before its first complete epoch leaves nothing behind but its error
+        if not resume and not (out / "checkpoints" / "state.json").exists():
+            if existed:  # an empty folder the user made: keep it, remove what we wrote
+                for p in out.iterdir():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_after_epochs) -> Run:
     import keras
 
     from inceptune import data as _data
     from inceptune.recipe import Recipe, dump_recipe, load_recipe
 
-    out = Path(out) if out is not None else default_run_dir(recipe)
-    _prepare_run_dir(out, resume=resume, force=force)
     if resume:
         recipe = load_recipe(out / "recipe.yaml", list(overrides))
     elif not isinstance(recipe, Recipe):

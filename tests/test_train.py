@@ -233,3 +233,16 @@ def test_two_stage_recipe_with_a_skip_and_an_inserted_block(small_dir, tmp_path)
 
     bm = block_map(run.model)
     assert "skip_mixed1_mixed3_add" not in bm.head_layers and bm.layer_block["skip_mixed1_mixed3_add"] == "mixed3"
+
+
+def test_failed_run_leaves_no_half_written_folder(tmp_path):
+    from inceptune.errors import DataError
+
+    recipe = mini_recipe(tmp_path / "missing-images")
+    with pytest.raises(DataError, match="does not exist"):
+        train(recipe, out=tmp_path / "run", verbose=False)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DataError):
+        train(recipe, out=tmp_path / "mine", verbose=False)
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
