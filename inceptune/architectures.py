@@ -293,7 +293,7 @@ class BlockMap:
 
 def _immediate_dominator(graph: dict[str, list[str]], target: str, sources: set[str]) -> str | None:
     """The last layer every path from an input to `target` goes through (excluding `target`)."""
-    anc = _graph._closure(target, graph)
+    anc = _graph.closure(target, graph)
     order = [n for n in graph if n in anc and n != target]
     for cand in reversed(order):
         # cand dominates target iff target's ancestors, walked without passing cand, contain no source.
@@ -339,7 +339,7 @@ def block_map(model, spec: ArchSpec | None = None) -> BlockMap:
     stem_out = _immediate_dominator(graph, pairs[0][1], input_names)
     blocks_in_order = ([("stem", stem_out)] if stem_out else []) + pairs
     for block, out in blocks_in_order:
-        for n in _graph._closure(out, graph):
+        for n in _graph.closure(out, graph):
             layer_block.setdefault(n, block)
     trailing = [n for n in order_all if n not in layer_block]
     # Layers after the last block: the head. When the head is ours (`head_*` names), other trailing layers

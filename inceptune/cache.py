@@ -83,10 +83,7 @@ def find_cut(model) -> Cut:
     from inceptune import graph as _graph
 
     parents = _graph.parents(model)
-    children = {n: [] for n in parents}
-    for n, ps in parents.items():
-        for p in ps:
-            children[p].append(n)
+    children = _graph.invert(parents)
     layers = {layer.name: layer for layer in model.layers}
     unsafe = {n for n, layer in layers.items() if (layer.trainable and layer.trainable_weights) or _is_random(layer)}
     trainable = {n for n, layer in layers.items() if layer.trainable and layer.trainable_weights}
@@ -98,10 +95,10 @@ def find_cut(model) -> Cut:
     for cand in reversed(order):
         if cand in inputs or cand in unsafe:
             continue
-        up = _graph._closure(cand, parents)
+        up = _graph.closure(cand, parents)
         if up & unsafe:
             continue
-        down = _graph._closure(cand, children) - {cand}
+        down = _graph.closure(cand, children) - {cand}
         if not outputs <= down or not trainable <= down:
             continue
         if any(p not in down and p != cand for n in down for p in parents[n]):

@@ -18,6 +18,8 @@ __all__ = [
     "parents",
     "children",
     "ancestors",
+    "closure",
+    "invert",
     "descendants",
     "topological_layers",
     "rebuild",
@@ -57,18 +59,24 @@ def parents(model) -> "OrderedDict[str, list[str]]":
     return graph
 
 
-def children(model) -> dict[str, list[str]]:
-    """Maps each layer name to the names of the layers that consume its output."""
-    out: dict[str, list[str]] = {name: [] for name in parents(model)}
-    for name, ps in parents(model).items():
+def invert(edges: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Reverses a parents map into a children map (or the other way round)."""
+    out: dict[str, list[str]] = {name: [] for name in edges}
+    for name, ps in edges.items():
         for p in ps:
             out[p].append(name)
     return out
 
 
-def _closure(start: str, edges: dict[str, list[str]]) -> set[str]:
-    seen = {start}
-    stack = [start]
+def children(model) -> dict[str, list[str]]:
+    """Maps each layer name to the names of the layers that consume its output."""
+    return invert(parents(model))
+
+
+def closure(start, edges: dict[str, list[str]]) -> set[str]:
+    """`start` (a name or an iterable of names) and everything reachable from it along `edges`."""
+    seen = {start} if isinstance(start, str) else set(start)
+    stack = list(seen)
     while stack:
         for nxt in edges.get(stack.pop(), ()):
             if nxt not in seen:
@@ -79,12 +87,12 @@ def _closure(start: str, edges: dict[str, list[str]]) -> set[str]:
 
 def ancestors(model, name: str, *, graph=None) -> set[str]:
     """Names of ``name`` and every layer upstream of it."""
-    return _closure(name, graph if graph is not None else parents(model))
+    return closure(name, graph if graph is not None else parents(model))
 
 
 def descendants(model, name: str, *, graph=None) -> set[str]:
     """Names of ``name`` and every layer downstream of it."""
-    return _closure(name, graph if graph is not None else children(model))
+    return closure(name, graph if graph is not None else children(model))
 
 
 def topological_layers(model) -> list[str]:

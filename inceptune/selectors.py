@@ -220,20 +220,9 @@ class _Context:
         self.names = [layer.name for layer in model.layers]
         self.layers = {layer.name: layer for layer in model.layers}
         self.parents = _graph.parents(model)
-        self.children = {n: [] for n in self.parents}
-        for n, ps in self.parents.items():
-            for p in ps:
-                self.children[p].append(n)
+        self.children = _graph.invert(self.parents)
         self.warnings: list[str] = []
-
-    def closure(self, start: set[str], edges) -> set[str]:
-        seen, stack = set(start), list(start)
-        while stack:
-            for nxt in edges.get(stack.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        return seen
+        self.closure = _graph.closure
 
     def unknown(self, what: str, name: str, valid: list[str], selector: str) -> SelectorError:
         near = closest(name, valid)
