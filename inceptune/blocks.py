@@ -14,7 +14,6 @@ References:
 
 from __future__ import annotations
 
-import keras
 from keras import layers
 
 __all__ = [

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from inceptune._io import atomic_write_json
+
 __all__ = ["find_cut", "CacheContext", "cache_root", "prefix_model", "suffix_model", "compiled_forward",
            "extract_features"]
 
@@ -331,9 +333,7 @@ class CacheContext:
         seconds = time.time() - t0
         meta = {"cut": cut.layer, "files": files, "images": total, "seconds": round(seconds, 3),
                 "images_per_second": round(total / max(seconds, 1e-9), 2), "dtype": self.dtype}
-        tmp = folder / f".meta.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, meta_path)  # written last: a folder without meta.json is incomplete and recomputed
+        atomic_write_json(meta_path, meta)  # written last: a folder without meta.json is incomplete and recomputed
         self.log(f"    cache miss: computed {total} feature maps at {cut.layer} in {seconds:.1f}s "
                  f"({meta['images_per_second']:.1f} img/s) into {folder}")
         return self._load(folder, splits)

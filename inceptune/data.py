@@ -35,7 +35,6 @@ import re
 import stat
 import struct
 import sys
-import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Iterable, Sequence
@@ -43,6 +42,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from inceptune._io import atomic_write_text
 from inceptune.errors import DataError, RecipeError, closest
 
 __all__ = [
@@ -959,24 +959,6 @@ def _near_duplicate_pairs(
 # === Prepared data ===
 
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes text to ``path`` atomically: a temporary file in the same folder, then os.replace."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -1119,12 +1101,12 @@ class PreparedData:
             run_dir: str | PathLike. Created if missing.
         """
         run_dir = os.fspath(run_dir)
-        _atomic_write_text(
+        atomic_write_text(
             os.path.join(run_dir, "manifest.csv"),
             _csv_text(MANIFEST_COLUMNS, ([r[c] for c in MANIFEST_COLUMNS] for r in self.rows)),
         )
         _write_skipped(run_dir, self.skipped)
-        _atomic_write_text(os.path.join(run_dir, "labels.json"), json.dumps(list(self.labels), indent=2) + "\n")
+        atomic_write_text(os.path.join(run_dir, "labels.json"), json.dumps(list(self.labels), indent=2) + "\n")
 
     # --- pipelines ---
 
@@ -1240,7 +1222,7 @@ class PreparedData:
 
 
 def _write_skipped(run_dir: str, skipped: Sequence[tuple[str, str]]) -> None:
-    _atomic_write_text(os.path.join(run_dir, "skipped.csv"), _csv_text(("file", "reason"), skipped))
+    atomic_write_text(os.path.join(run_dir, "skipped.csv"), _csv_text(("file", "reason"), skipped))
 
 
 # === tf.data helpers ===

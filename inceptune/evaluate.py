@@ -48,8 +48,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings as _warnings
 import weakref
 from collections.abc import Iterable, Sequence
@@ -57,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inceptune._io import atomic_write_text
 from inceptune.errors import DataError, closest
 
 __all__ = [
@@ -330,7 +329,7 @@ def write_metrics(metrics: dict, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(metrics, indent=2, allow_nan=False, default=_json_default)
-    _atomic_write_text(path, text + "\n")
+    atomic_write_text(path, text + "\n")
     return path
 
 
@@ -344,18 +343,6 @@ def _json_default(value):
     raise TypeError(f"metrics: cannot store a {type(value).__name__} in JSON, received {value!r}.")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # === Prediction fast path ===

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inceptune._io import atomic_write_json
 from inceptune.errors import InceptuneError, ModelLoadError, closest
 
 __all__ = [
@@ -185,7 +186,7 @@ def export_model(
     finally:
         _remove(tmp)
     if labels is not None:
-        _write_json_atomic(labels_path, labels)
+        atomic_write_json(labels_path, labels)
     return out
 
 
@@ -487,17 +488,6 @@ def _labels_path_for(out: Path, format: str) -> Path:
     return out / "labels.json" if format == "savedmodel" else out.parent / "labels.json"
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _remove(path: Path) -> None:

@@ -36,13 +36,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 
+from inceptune._io import atomic_write_text
 from inceptune.errors import InceptuneError, RecipeError, SelectorError, closest
 
 __all__ = [
@@ -1104,19 +1104,6 @@ def _stage_to_dict(stage: Stage) -> dict:
     return d
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
@@ -1133,5 +1120,5 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
     body = yaml.dump(recipe_to_dict(recipe), Dumper=_RecipeDumper, sort_keys=False, allow_unicode=True,
                      default_flow_style=None, width=100)
     header = "# Resolved inceptune recipe: every default written out, file paths absolute.\n"
-    _atomic_write_text(path, header + body)
+    atomic_write_text(path, header + body)
     return path

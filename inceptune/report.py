@@ -36,12 +36,13 @@ import html
 import io
 import math
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from inceptune._io import atomic_write_bytes
 
 __all__ = ["SECTIONS", "write_report"]
 
@@ -138,7 +139,7 @@ def write_report(
         sections=sections,
     )
     out = run_dir / "report.html"
-    _atomic_write_bytes(out, page.encode("utf-8"))
+    atomic_write_bytes(out, page.encode("utf-8"))
     return out
 
 
@@ -550,19 +551,10 @@ def _figure(figsize):
 def _save_png(fig, run_dir: Path, name: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _atomic_write_bytes(run_dir / name, buf.getvalue())
+    atomic_write_bytes(run_dir / name, buf.getvalue())
     return name
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 _PAGE = """<!DOCTYPE html>

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inceptune._io import atomic_path, atomic_write_text
 from inceptune.errors import InceptuneError, RecipeError
 
 __all__ = ["train", "Run", "build_model", "compile_stage", "make_optimizer", "stage_lr_multipliers"]
@@ -64,19 +65,9 @@ class Run:
 
 # === small I/O helpers ===
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _save_weights_atomic(model, path: Path) -> None:
-    tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")  # Keras requires the .weights.h5 suffix
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # Keras requires the .weights.h5 suffix: atomic_path keeps it
+        model.save_weights(tmp)
 
 
 def _load_weights(model, path: Path) -> None:
@@ -111,7 +102,7 @@ class _Log:
         if self.verbose:
             print(text, flush=True)
         if self.path is not None:
-            _atomic_write_text(self.path, "\n".join(self.lines) + "\n")
+            atomic_write_text(self.path, "\n".join(self.lines) + "\n")
 
 
 # === model ===
@@ -454,10 +445,8 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
             n = state["n"] + 1
             files = {"weights": f"epoch-{n}.weights.h5", "optimizer": f"epoch-{n}.optimizer.npz"}
             _save_weights_atomic(model, ckpt / files["weights"])
-            opt_path = ckpt / files["optimizer"]
-            tmp = opt_path.with_name(f"tmp-{os.getpid()}-{opt_path.name}")
-            np.savez(tmp, **{f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
-            os.replace(tmp, opt_path)
+            with atomic_path(ckpt / files["optimizer"]) as tmp:
+                np.savez(tmp, **{f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
             value = _monitor_value(logs, run_monitor)
             if value is not None and _improved(value, state["best"], run_monitor):
                 state["best"] = value
@@ -486,14 +475,14 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
             else:
                 state.update(stage=si, epoch=epoch + 1)
             state.update(n=n, weights=files["weights"], optimizer=files["optimizer"], history=history)
-            _atomic_write_text(out / "history.csv", _history_csv(history))
-            _atomic_write_text(ckpt / "state.json", json.dumps(state, indent=1, default=float))
+            atomic_write_text(out / "history.csv", _history_csv(history))
+            atomic_write_text(ckpt / "state.json", json.dumps(state, indent=1, default=float))
             _clean_checkpoints(ckpt, state)
             if stopped:
                 break
         if stage.epochs == 0 or (start_epoch >= stage.epochs):
             state.update(stage=si + 1, epoch=0)
-            _atomic_write_text(ckpt / "state.json", json.dumps(state, indent=1, default=float))
+            atomic_write_text(ckpt / "state.json", json.dumps(state, indent=1, default=float))
 
     # === best model, test metrics, report ===
     if state.get("best_weights"):
@@ -502,9 +491,8 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
     from inceptune import graph as _graph
 
     clean = _graph.rebuild(model, name=model.name)  # an uncompiled copy: no optimizer in model.keras
-    tmp = out / f"tmp-{os.getpid()}-model.keras"
-    clean.save(tmp)
-    os.replace(tmp, out / "model.keras")
+    with atomic_path(out / "model.keras") as tmp:
+        clean.save(tmp)
     metrics = None
     y_true = probs = None
     if has_test:

@@ -6,7 +6,7 @@ import pytest
 
 from inceptune.architectures import block_map, build_inception_mini
 from inceptune.errors import SelectorError
-from inceptune.freezing import freeze, report, unfreeze
+from inceptune.freezing import freeze, unfreeze
 from inceptune.heads import build_classifier
 
 from helpers import fresh_backbone
