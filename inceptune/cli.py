@@ -108,6 +108,123 @@ def _cmd_data_summary(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    from inceptune.predict import predict
+
+    result = predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size)
+    for path, reason in result.skipped:
+        _print_error("skipped", f"{path}: {reason}")
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif args.csv:
+        sys.stdout.write(result.to_csv())
+    else:
+        for p in result:
+            print(f"{p['path']}  " + "  ".join(f"{label} {prob:.4f}" for label, prob in p["top"]))
+    if not len(result):
+        from inceptune.errors import DataError
+
+        raise DataError(
+            f"no image could be predicted: {len(result.skipped)} file(s) skipped (reasons above) among "
+            f"{', '.join(args.inputs)}. HINT: pass image files, or folders that hold images "
+            "(jpg, png, bmp, gif, tiff, webp).")
+    if not (args.json or args.csv):
+        print(f"{len(result)} image(s) predicted" + (f", {len(result.skipped)} skipped" if result.skipped else ""))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from inceptune.predict import evaluate_data, format_evaluation
+
+    ev = evaluate_data(args.model, args.data, args.out, batch_size=args.batch_size, split=args.split,
+                       force=args.force, progress=not args.quiet)
+    for path, reason in ev.skipped:
+        _print_error("skipped", f"{path}: {reason}")
+    print(format_evaluation(ev))
+    return 0
+
+
+_EXPORT_NAMES = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+
+
+def _default_export_path(target: str, fmt: str):
+    """RUN_DIR/export/model.<ext>, or <folder>/export/<stem>.<ext> for a .keras file."""
+    from pathlib import Path
+
+    path = Path(target)
+    name = _EXPORT_NAMES[fmt]
+    if path.is_dir():
+        return path / "export" / name
+    stem = path.stem
+    return path.parent / "export" / (stem + name[len("model"):] if fmt != "savedmodel" else f"{stem}_saved_model")
+
+
+def _export_check_images(target: str, model):
+    """Up to 4 real images of the run (test split first) for the export check; None: random images."""
+    import csv as _csv
+    from pathlib import Path
+
+    import numpy as np
+
+    from inceptune.data import load_image
+
+    manifest = Path(target) / "manifest.csv" if Path(target).is_dir() else None
+    if manifest is None or not manifest.is_file():
+        return None
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        rows = list(_csv.DictReader(fh))
+    rows.sort(key=lambda r: r.get("split") != "test")
+    size = tuple(model.inputs[0].shape[1:3])
+    images = []
+    for row in rows:
+        if len(images) == 4:
+            break
+        try:
+            images.append(load_image(row["path"], size))
+        except Exception:  # noqa: BLE001 - a moved or damaged file just is not used for the check
+            continue
+    return np.stack(images).astype("float32") if images else None
+
+
+def _cmd_export(args) -> int:
+    from pathlib import Path
+
+    from inceptune.export import export_model, load_labels, load_model, verify_export
+
+    model = load_model(args.model)
+    labels = load_labels(args.model)
+    out = Path(args.out) if args.out else _default_export_path(args.model, args.format)
+    images = _export_check_images(args.model, model)
+    path = export_model(model, out, format=args.format, labels=labels, verify_images=images, force=args.force)
+    check = verify_export(path, args.format, model, images)
+    print(f"exported {args.format}: {path}" + ("" if labels is None else
+          f" (labels.json: {path / 'labels.json' if args.format == 'savedmodel' else path.parent / 'labels.json'})"))
+    print(f"verified: {check}" + (" on real images of the run" if images is not None else " on random images"))
+    return 0
+
+
+def _cmd_cv(args) -> int:
+    from inceptune.cv import cross_validate
+
+    result = cross_validate(args.recipe, args.folds, args.out, overrides=args.set, verbose=not args.quiet,
+                            force=args.force)
+    if args.quiet:
+        from inceptune.cv import format_cv
+
+        print(format_cv(result))
+    print(f"cv folder: {result['dir']}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from inceptune.demo import format_demo, run_demo
+
+    result = run_demo(args.out, quick=args.quick, force=args.force, verbose=not args.quiet)
+    if args.quiet:
+        print(format_demo(result))
+    return 0
+
+
 def _usage(text: str):
     from inceptune.errors import InceptuneError
 
@@ -164,6 +281,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="print less")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics and report of a trained model on a labelled folder or CSV")
+    p.add_argument("model", metavar="RUN_DIR|MODEL", help="a run folder or a .keras file (with labels.json beside it)")
+    p.add_argument("--data", required=True, metavar="DIR|CSV",
+                   help="a folder with one sub-folder per class, or a CSV path,label[,split]")
+    p.add_argument("--out", help="output folder (default RUN_DIR/eval-<data folder name>)")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="with a CSV that has a split column: only this split (e.g. test of a manifest.csv)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    p.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes of image files and folders")
+    p.add_argument("model", metavar="RUN_DIR|MODEL", help="a run folder or a .keras file (with labels.json beside it)")
+    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files and folders (scanned recursively)")
+    p.add_argument("--top-k", type=int, default=1, help="classes per image (default 1)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print JSON")
+    g.add_argument("--csv", action="store_true", help="print CSV: path,label_1,probability_1,...")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="export to keras, savedmodel, tflite or onnx, verified by its own runtime")
+    p.add_argument("model", metavar="RUN_DIR|MODEL", help="a run folder or a .keras file")
+    p.add_argument("--format", required=True, choices=("keras", "savedmodel", "tflite", "onnx"))
+    p.add_argument("--out", metavar="PATH", help="output file or folder (default RUN_DIR/export/model.<ext>)")
+    p.add_argument("--force", action="store_true", help="replace an existing export")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("cv", help="stratified k-fold cross-validation of a recipe (the test split held out)")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe YAML file")
+    p.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds (>= 2)")
+    p.add_argument("--out", help="output folder (default runs/<recipe>-cv-<time>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set stages[1].epochs=3 (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing cv folder")
+    p.add_argument("--quiet", action="store_true", help="print only the results")
+    p.set_defaults(func=_cmd_cv)
+
+    p = sub.add_parser("demo", help="the whole pipeline offline on bundled real data (handwritten digits)")
+    p.add_argument("--out", default="demo_run", help="demo folder (default demo_run)")
+    p.add_argument("--quick", action="store_true", help="a subset and fewer epochs (about half a minute)")
+    p.add_argument("--force", action="store_true", help="replace an earlier demo folder")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
