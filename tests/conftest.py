@@ -8,6 +8,8 @@ import tempfile
 # Importing Keras writes ~/.keras/keras.json: point it at a temporary folder before any import.
 os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="inceptune-keras-home-"))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# the feature cache writes to ~/.cache by default: keep tests out of it
+os.environ.setdefault("INCEPTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="inceptune-feature-cache-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
