@@ -179,7 +179,7 @@ def freeze(model, selector: str = "all", *, batchnorm: str = "frozen") -> Freeze
     Args:
         model: keras.Model. A backbone or a flat classifier.
         selector: str. Which layers to freeze (DESIGN.md §3), e.g. "through:mixed7". Defaults to "all".
-        batchnorm: str. BatchNorm policy: "frozen" (default), "follow" or "train".
+        batchnorm: str. BatchNorm policy: "frozen", "follow" or "train". Defaults to "frozen".
 
     Returns:
         A `FreezeReport`; `print(report)` shows the per-block table.
@@ -207,7 +207,7 @@ def unfreeze(model, selector: str = "all", *, batchnorm: str = "frozen") -> Free
     Args:
         model: keras.Model.
         selector: str. Which layers train, e.g. "head,from:mixed9". Defaults to "all".
-        batchnorm: str. BatchNorm policy. Defaults to "frozen".
+        batchnorm: str. BatchNorm policy: "frozen", "follow" or "train". Defaults to "frozen".
 
     Returns:
         A `FreezeReport`. Recompile the model before training.
