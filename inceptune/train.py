@@ -381,6 +381,7 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
             _cache = None
         if _cache is not None:
             cache_ctx = _cache.CacheContext(recipe, data, model, out, image_size=image_size, resize=resize, log=log)
+            cache_ctx.plan(model, recipe.stages, recipe.model.batchnorm, bmap)
 
     epochs_run = 0
     for si, stage in enumerate(recipe.stages):

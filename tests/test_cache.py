@@ -147,3 +147,14 @@ def test_augmentation_without_views_is_not_cached(images_dir, tmp_path):
     recipe["cache"] = {"views": 2}
     run = train(recipe, out=tmp_path / "views", verbose=False, force=True)
     assert "cache miss" in (run.dir / "log.txt").read_text()
+
+
+def test_one_pass_fills_the_caches_of_later_stages(images_dir, tmp_path):
+    stages = [{"name": "head", "train": "head", "epochs": 1, "lr": 1e-2},
+              {"name": "top", "train": "head,from:mixed3", "epochs": 1, "lr": 1e-3},
+              {"name": "more", "train": "head,from:mixed2", "epochs": 1, "lr": 1e-3}]
+    run = train(mini_recipe(images_dir, stages=stages, cache="auto"), out=tmp_path / "run", verbose=False)
+    log = (run.dir / "log.txt").read_text()
+    # stage 1's pass also fills stage 2's cut (mixed2) and stage 3's (mixed1): neither prefix trains before
+    assert "cache miss: computed" in log and "(and mixed2, mixed1 for later stages)" in log
+    assert log.count("cache miss") == 1 and log.count("cache hit") == 2
