@@ -64,8 +64,8 @@ def __getattr__(name: str):
 
 # `train` and `predict` are both modules and the functions users call: importing a submodule sets the package
 # attribute to the module, so bind the functions now (both modules import without TensorFlow).
-from inceptune.predict import predict  # noqa: E402
-from inceptune.train import train  # noqa: E402
+from inceptune.predict import predict  # noqa: E402, F401
+from inceptune.train import train  # noqa: E402, F401
 
 
 def __dir__():

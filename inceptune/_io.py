@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_path"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_path", "prepare_output_dir"]
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
@@ -59,3 +60,33 @@ def atomic_path(path):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def prepare_output_dir(out, *, force: bool, kind: str, markers: tuple[str, ...], hint: str = "") -> Path:
+    """Creates the output folder of a run, a cross-validation or a demo, never overwriting a user's files.
+
+    A non-empty `out` is refused unless `force`; with `force` it is replaced only when it holds one of
+    `markers` (files or folders inceptune writes), so a folder that is not ours is never deleted.
+
+    Args:
+        out: the folder. force: replace an earlier one of ours. kind: "run", "cv", "demo" (for messages).
+        markers: names whose presence marks the folder as ours. hint: extra advice before the --force hint.
+
+    Returns:
+        The folder, created.
+    """
+    from inceptune.errors import InceptuneError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise InceptuneError(
+                f"{kind} folder {out} already exists and is not empty; inceptune never overwrites it. "
+                f"HINT: {hint}pass --force to replace it, or --out to choose another folder.")
+        if not out.is_dir() or not any((out / m).exists() for m in markers):
+            raise InceptuneError(
+                f"refusing to --force over {out}: it does not look like an inceptune {kind} folder (no "
+                f"{' or '.join(markers)}). HINT: choose another --out folder; nothing was deleted.")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -37,7 +37,6 @@ import csv
 import dataclasses
 import io
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import Sequence
 
 import numpy as np
 
-from inceptune._io import atomic_write_json, atomic_write_text
+from inceptune._io import atomic_write_json, atomic_write_text, prepare_output_dir
 from inceptune.errors import DataError, InceptuneError, RecipeError
 
 __all__ = ["CV_SCHEMA_VERSION", "cross_validate", "make_folds", "fold_manifest_rows", "format_cv"]
@@ -134,20 +133,6 @@ def _manifest_text(rows: Sequence[dict]) -> str:
 # === Cross-validation ===
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise InceptuneError(
-                f"cv: the output folder {out} already exists and is not empty; inceptune never overwrites it. "
-                "HINT: pass --force to replace it, or --out to choose another folder."
-            )
-        if not (out / "cv.json").exists() and not (out / "folds").is_dir():
-            raise InceptuneError(
-                f"cv: refusing to --force over {out}: it does not look like an inceptune cv folder (no cv.json or "
-                "folds/). HINT: choose another --out folder; nothing was deleted."
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _fold_recipe(recipe, manifest: Path):
@@ -242,7 +227,7 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
         stem = Path(os.fspath(source)).stem if isinstance(source, (str, os.PathLike)) else "recipe"
         out = Path("runs") / f"{stem}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out)
-    _prepare_out(out, force)
+    prepare_output_dir(out, force=force, kind="cv", markers=("cv.json", "folds"))
     say = print if verbose else (lambda *a, **k: None)
     # The folds take the place of the validation split: every image outside the test split is in the pool.
     recipe = dataclasses.replace(recipe, data=dataclasses.replace(

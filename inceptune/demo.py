@@ -23,14 +23,12 @@ Example:
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from inceptune._io import atomic_write_json
-from inceptune.errors import InceptuneError
+from inceptune._io import atomic_write_json, prepare_output_dir
 
 __all__ = ["DEMO_RECIPE", "QUICK_OVERRIDES", "write_digits", "demo_recipe", "run_demo", "format_demo"]
 
@@ -89,20 +87,6 @@ def write_digits(folder, *, per_class: int | None = None, image_size: int = IMAG
     return dict(sorted(counts.items()))
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise InceptuneError(
-                f"demo: {out} already exists and is not empty; the demo never overwrites a folder. HINT: pass "
-                "--force to replace an earlier demo, or --out to choose another folder."
-            )
-        if not (out / "demo.json").exists() and not (out / "images").is_dir():
-            raise InceptuneError(
-                f"demo: refusing to --force over {out}: it does not look like a demo folder (no demo.json or "
-                "images/). HINT: choose another --out folder; nothing was deleted."
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def demo_recipe(images_dir) -> dict:
@@ -143,7 +127,7 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
 
     t0 = time.time()
     out = Path(out)
-    _prepare_out(out, force)
+    prepare_output_dir(out, force=force, kind="demo", markers=("demo.json", "images"))
     say = print if verbose else (lambda *a, **k: None)
 
     # === data: real handwritten digits, bundled with scikit-learn ===

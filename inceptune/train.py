@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inceptune._io import atomic_path, atomic_write_text
+from inceptune._io import atomic_path, atomic_write_text, prepare_output_dir
 from inceptune.errors import InceptuneError, RecipeError
 
 __all__ = ["train", "Run", "build_model", "compile_stage", "make_optimizer", "stage_lr_multipliers"]
@@ -244,17 +244,8 @@ def _prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
                 f"cannot resume: {out} has no checkpoints/state.json (no complete epoch was recorded). "
                 f"HINT: start the run again without --resume (add --force to replace {out}).")
         return
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise InceptuneError(
-                f"run folder {out} already exists and is not empty; inceptune never overwrites a run. "
-                f"HINT: pass --resume to continue it, --force to replace it, or --out to choose another folder.")
-        if not (out / "recipe.yaml").exists() and not (out / "checkpoints").exists():
-            raise InceptuneError(
-                f"refusing to --force over {out}: it does not look like an inceptune run folder (no recipe.yaml). "
-                f"HINT: choose another --out folder; nothing was deleted.")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, force=force, kind="run", markers=("recipe.yaml", "checkpoints"),
+                       hint="pass --resume to continue it, ")
 
 
 def _epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
