@@ -50,7 +50,7 @@ def test_demo_never_overwrites_a_folder(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "mine"), "--quick"]) == 2
     assert "already exists and is not empty" in " ".join(capsys.readouterr().err.split())
     assert main(["demo", "--out", str(tmp_path / "mine"), "--quick", "--force"]) == 2
-    assert "does not look like a demo folder" in " ".join(capsys.readouterr().err.split())
+    assert "does not look like an inceptune demo folder" in " ".join(capsys.readouterr().err.split())
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
