@@ -314,12 +314,10 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
     import keras
 
     from inceptune import data as _data
-    from inceptune.recipe import Recipe, dump_recipe, load_recipe
+    from inceptune.recipe import dump_recipe, load_recipe
 
-    if resume:
+    if resume:  # otherwise train() has already loaded and validated the recipe
         recipe = load_recipe(out / "recipe.yaml", list(overrides))
-    elif not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe, list(overrides))
     (out / "checkpoints").mkdir(exist_ok=True)
     log = _Log(out / "log.txt", verbose)
     if not resume:
