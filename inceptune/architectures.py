@@ -330,11 +330,19 @@ def block_map(model, spec: ArchSpec | None = None) -> BlockMap:
     names = set(order_all)
     pairs = [(b, o) for b, o in (spec.block_outputs(model) if spec and spec.block_outputs else []) if o in names]
     if not pairs:
-        # No block map: every layer is its own block (the last layer ends the backbone).
-        layer_block = {n: n for n in order_all}
-        backbone = tuple(l.name for l in model.layers if l.name != PREPROCESS_LAYER)
-        return BlockMap(tuple(order_all), {n: n for n in order_all}, layer_block, backbone, (),
-                        {n: (n,) for n in order_all})
+        # No block map (an architecture without named blocks, or any functional model): every backbone layer
+        # is its own block; our `head_*` layers, when a classifier was built on it, are still the head.
+        head = tuple(l.name for l in model.layers if l.name.startswith("head_"))
+        head_set = set(head)
+        layer_block = {n: ("head" if n in head_set else n) for n in order_all}
+        blocks = [n for n in order_all if n not in head_set] + (["head"] if head else [])
+        outputs = {n: n for n in order_all if n not in head_set}
+        members = {n: (n,) for n in order_all if n not in head_set}
+        if head:
+            outputs["head"] = head[-1]
+            members["head"] = head
+        backbone = tuple(l.name for l in model.layers if l.name != PREPROCESS_LAYER and l.name not in head_set)
+        return BlockMap(tuple(blocks), outputs, layer_block, backbone, head, members)
     layer_block: dict[str, str] = {}
     stem_out = _immediate_dominator(graph, pairs[0][1], input_names)
     blocks_in_order = ([("stem", stem_out)] if stem_out else []) + pairs

@@ -153,14 +153,11 @@ def suffix_model(model, cut: Cut):
 
 
 def compiled_forward(model):
-    """A compiled inference function `x -> model(x, training=False)` (about 2x `model.predict` here)."""
-    import tensorflow as tf
+    """A compiled inference function `x -> model(x, training=False)`, traced once for any batch size (about
+    2x `model.predict` here; shared with evaluation and prediction)."""
+    from inceptune.evaluate import _compiled_forward
 
-    @tf.function(reduce_retracing=True)
-    def forward(x):
-        return model(x, training=False)
-
-    return forward
+    return _compiled_forward(model)
 
 
 def extract_features(forward, dataset, n: int, out_paths: list, dtype: str, progress=None) -> None:
@@ -192,11 +189,23 @@ def _hash_update_json(h, obj) -> None:
 
 
 def _prefix_fingerprint(model, cut: Cut) -> str:
+    """What the prefix computes: each layer's type and config, its inputs, and its weights, by position.
+
+    Names are left out: Keras's automatic names (`conv2d_17`) depend on what the process built before, so the
+    same model built in another process would otherwise get another key. Trainable flags are left out too: in a
+    valid prefix nothing trains, and a weightless layer's flag does not change what it computes.
+    """
+    from inceptune import graph as _graph
+
+    parents = _graph.parents(model)
+    position = {layer.name: i for i, layer in enumerate(model.layers)}
     h = hashlib.sha256()
     for layer in model.layers:
         if layer.name not in cut.prefix:
             continue
-        _hash_update_json(h, [layer.name, type(layer).__name__, layer.get_config()])
+        config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
+        _hash_update_json(h, [position[layer.name], type(layer).__name__, config,
+                              sorted(position[p] for p in parents.get(layer.name, ()))])
         for v in layer.weights:
             h.update(np.ascontiguousarray(v.numpy()).tobytes())
     return h.hexdigest()
@@ -214,13 +223,23 @@ def _memory_budget_bytes(cfg) -> int:
 
 
 class _StageFitter:
-    """Trains one stage on cached features (or explains why it cannot)."""
+    """Trains one stage on cached features (or explains why it cannot).
+
+    Each batch runs the suffix model's own Keras `train_step` (its loss, metrics and the stage's optimizer, so
+    the arithmetic is the same as `fit` on images), in a loop written here rather than `fit`: `fit` costs about
+    half a second per epoch of set-up here, and under XLA it compiles one program per batch shape (the last,
+    smaller batch of the train and validation splits: three extra compiles of ~5-10 s each for InceptionV3's
+    top blocks). Here full batches run through one compiled step (XLA for large suffixes), the last partial
+    batch and validation through ordinary graph functions traced once for any batch size.
+    """
 
     def __init__(self, ctx: "CacheContext", stage, stage_index: int, model, cut: Cut):
         self.ctx, self.stage, self.si, self.model, self.cut = ctx, stage, stage_index, model, cut
         self.active = cut.layer is not None
         self.reason = cut.reason
         self.suffix = None
+        self.jit = False
+        self.traces = 0
         self.features: dict = {}
         if self.active and ctx.augment_on and ctx.views <= 1:
             self.active = False
@@ -230,33 +249,76 @@ class _StageFitter:
     def _prepare(self):
         if self.suffix is not None:
             return
+        import tensorflow as tf
+
         ctx = self.ctx
         self.features = ctx.features(self.model, self.cut, self.si)
         # validation features never change within the stage: convert them once, not every epoch
         self.val = ((np.asarray(self.features["val"], dtype="float32"), ctx.val_y) if "val" in self.features
                     else None)
-        self.suffix = suffix_model(self.model, self.cut)
-        # XLA fuses the suffix's many small ops: measured 3x faster epochs (10.3 s -> 3.5 s for InceptionV3's
-        # mixed9-10 at 150 px) after a compile that costs about one extra epoch, so only for long, big suffixes.
-        big = sum(int(np.prod(v.shape)) for v in self.suffix.trainable_weights) >= JIT_MIN_PARAMS
-        self.suffix.compile(optimizer=self.model.optimizer, loss="sparse_categorical_crossentropy",
-                            metrics=["accuracy"], jit_compile=bool(big and self.stage.epochs >= JIT_MIN_EPOCHS))
+        suffix = suffix_model(self.model, self.cut)
+        suffix.compile(optimizer=self.model.optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        # build the loss and metric state eagerly (variables cannot be created inside the compiled steps); the
+        # optimizer is already built on the full model's variables by the trainer
+        one = np.asarray(self.features["train"][0][:1], dtype="float32")
+        suffix.test_step((one, ctx.train_y[:1]))
+        suffix.reset_metrics()
+        self.suffix = suffix
+        # XLA fuses the suffix's many small ops: measured 2-3x faster steps for InceptionV3's mixed9-10 at 150 px
+        # after a compile of about 5 s, so only for big suffixes trained for several epochs.
+        big = sum(int(np.prod(v.shape)) for v in suffix.trainable_weights) >= JIT_MIN_PARAMS
+        self.jit = bool(big and self.stage.epochs >= JIT_MIN_EPOCHS)
+
+        def train_step(*batch):
+            self.traces += 1
+            return suffix.train_step(batch)
+
+        def test_step(*batch):
+            return suffix.test_step(batch)
+
+        self._full_step = tf.function(train_step, jit_compile=self.jit)
+        self._rest_step = tf.function(train_step, reduce_retracing=True)
+        self._test_step = tf.function(test_step, reduce_retracing=True)
 
     def fit_epoch(self, epoch: int, seed: int, batch_size: int, callbacks) -> dict:
+        """One epoch over the cached training features in the image pipeline's batch order, then validation.
+
+        Returns:
+            dict of floats, as the last entry of `fit`'s history (loss, accuracy, val_loss, val_accuracy).
+        """
+        import keras
+
         self._prepare()
-        ctx = self.ctx
+        ctx, suffix = self.ctx, self.suffix
         view = epoch % max(len(self.features["train"]), 1)
         feats = self.features["train"][view]
         order = ctx.data.epoch_order("train", seed=seed, balance=ctx.balance)
         y = ctx.train_y[order]
-        kwargs = {}
+        weights = None
         if ctx.balance == "class-weight":
             cw = ctx.data.class_weight()
-            kwargs["sample_weight"] = np.array([cw[int(c)] for c in y], dtype="float32")
-        h = self.suffix.fit(np.asarray(feats[order], dtype="float32"), y, batch_size=batch_size, epochs=epoch + 1,
-                            initial_epoch=epoch, validation_data=self.val, shuffle=False, callbacks=callbacks,
-                            verbose=0, **kwargs)
-        return {k: float(v[-1]) for k, v in h.history.items()}
+            weights = np.array([cw[int(c)] for c in y], dtype="float32")
+        cbs = keras.callbacks.CallbackList(list(callbacks), model=suffix)
+        cbs.on_epoch_begin(epoch)
+        suffix.reset_metrics()
+        result = None
+        for step, i in enumerate(range(0, len(order), batch_size)):
+            cbs.on_train_batch_begin(step)
+            rows = order[i:i + batch_size]
+            batch = (np.asarray(feats[rows], dtype="float32"), y[i:i + batch_size])
+            if weights is not None:
+                batch += (weights[i:i + batch_size],)
+            result = (self._full_step if len(rows) == batch_size else self._rest_step)(*batch)
+            cbs.on_train_batch_end(step)
+        logs = {k: float(v) for k, v in (result or suffix.get_metrics_result()).items()}
+        if self.val is not None:
+            suffix.reset_metrics()
+            xv, yv = self.val
+            for i in range(0, len(yv), batch_size):
+                result = self._test_step(xv[i:i + batch_size], yv[i:i + batch_size])
+            logs.update({f"val_{k}": float(v) for k, v in result.items()})
+        cbs.on_epoch_end(epoch, logs)
+        return logs
 
 
 class CacheContext:
@@ -282,9 +344,12 @@ class CacheContext:
         self.batch_size = int(getattr(recipe.data, "batch_size", 32) or 32)
         self.train_y = data.label_ids("train")
         self.val_y = data.label_ids("val") if data.paths("val") else None
+        self.test_n = len(data.paths("test"))
+        self.planned: list = []
         self.budget = _memory_budget_bytes(cfg)
         self.hits = 0
         self.misses = 0
+        self.seconds = 0.0  # time spent computing and loading features
         h = hashlib.sha256()
         _hash_update_json(h, [[r["path"], r.get("hash"), r["split"], r["label"]] for r in data.rows])
         self.manifest_hash = h.hexdigest()
@@ -294,10 +359,11 @@ class CacheContext:
 
     def key(self, model, cut: Cut) -> str:
         h = hashlib.sha256()
-        _hash_update_json(h, {"cut": cut.layer, "prefix": _prefix_fingerprint(model, cut), "size": self.image_size,
+        cut_at = [layer.name for layer in model.layers].index(cut.layer)
+        _hash_update_json(h, {"cut": cut_at, "prefix": _prefix_fingerprint(model, cut), "size": self.image_size,
                               "resize": self.resize, "manifest": self.manifest_hash, "dtype": self.dtype,
                               "views": self.views, "augment": self.augment if self.views > 1 else None,
-                              "seed": self.seed if self.views > 1 else None, "version": 1})
+                              "seed": self.seed if self.views > 1 else None, "version": 2})
         return h.hexdigest()[:24]
 
     def plan(self, model, stages, batchnorm: str, bmap=None) -> None:
@@ -311,6 +377,9 @@ class CacheContext:
             freezing.apply_trainable(model, resolve(model, stage.train, bmap=bmap), batchnorm=batchnorm, bmap=bmap)
             trained = {layer.name for layer in model.layers if layer.trainable and layer.trainable_weights}
             self.planned.append((find_cut(model), trained))
+        # The test split joins the pass when the last stage is cached: the final model's prefix at that cut is
+        # then unchanged, and its test predictions come from the cache instead of another pass over the images.
+        self.cache_test = bool(self.test_n and self.planned and self.planned[-1][0].layer is not None)
 
     def _extras(self, stage_index: int, cut: Cut) -> list[Cut]:
         """Later stages' cuts that this stage's pass can fill: upstream of `cut`, and nothing in their prefix
@@ -330,6 +399,13 @@ class CacheContext:
     def features(self, model, cut: Cut, stage_index: int = -1) -> dict:
         """Returns {"train": [view arrays], "val": array} for the cut, from the cache or computed now (with the
         caches of later stages' cuts that the same pass can fill)."""
+        t_start = time.perf_counter()
+        try:
+            return self._features(model, cut, stage_index)
+        finally:
+            self.seconds += time.perf_counter() - t_start
+
+    def _features(self, model, cut: Cut, stage_index: int) -> dict:
         splits = ["train"] + (["val"] if self.val_y is not None else [])
         folder = cache_root() / self.key(model, cut)
         if (folder / "meta.json").exists():
@@ -346,7 +422,9 @@ class CacheContext:
 
         prefix = keras.Model(model.inputs, [model.get_layer(c.layer).output for c in cuts], name=f"{model.name}_prefix")
         forward = compiled_forward(prefix)
-        total = len(self.train_y) * self.views + (len(self.val_y) if self.val_y is not None else 0)
+        with_test = bool(getattr(self, "cache_test", False))
+        total = (len(self.train_y) * self.views + (len(self.val_y) if self.val_y is not None else 0)
+                 + (self.test_n if with_test else 0))
         t0 = time.time()
         bar = _progress(total, f"caching features at {', '.join(c.layer for c in cuts)}")
         files: dict = {"train": []}
@@ -361,6 +439,10 @@ class CacheContext:
             ds = self.data.dataset("val", batch_size=self.batch_size, image_size=self.image_size, resize=self.resize)
             extract_features(forward, ds, len(self.val_y), [f / "val.npy" for f in folders], self.dtype, bar)
             files["val"] = "val.npy"
+        if with_test:
+            ds = self.data.dataset("test", batch_size=self.batch_size, image_size=self.image_size, resize=self.resize)
+            extract_features(forward, ds, self.test_n, [f / "test.npy" for f in folders], self.dtype, bar)
+            files["test"] = "test.npy"
         if bar is not None:
             bar.close()
         seconds = time.time() - t0
@@ -372,6 +454,29 @@ class CacheContext:
         self.log(f"    cache miss: computed {total} feature maps at {cut.layer}{also} in {seconds:.1f}s "
                  f"({total / max(seconds, 1e-9):.1f} img/s) into {folder}")
         return self._load(folder, splits)
+
+    def predict(self, model, split: str = "test", batch_size: int = 64):
+        """`model`'s outputs for a split, computed from cached features when a planned cut's stored prefix is
+        still `model`'s (same key: same prefix weights), else None.
+
+        Returns:
+            (np.ndarray of outputs, cut layer name) or None.
+        """
+        cuts = {c.layer: c for c, _ in self.planned if c.layer is not None}
+        for cut in sorted(cuts.values(), key=lambda c: len(c.suffix)):  # the smallest suffix first
+            folder = cache_root() / self.key(model, cut)
+            if not (folder / "meta.json").exists():
+                continue
+            meta = json.loads((folder / "meta.json").read_text())
+            if split not in meta["files"]:
+                continue
+            feats = np.load(folder / meta["files"][split], mmap_mode="r")
+            suffix = suffix_model(model, cut)  # held here: the compiled function refers to it weakly
+            forward = compiled_forward(suffix)
+            outs = [np.asarray(forward(np.asarray(feats[i:i + batch_size], dtype="float32")))
+                    for i in range(0, len(feats), batch_size)]
+            return np.concatenate(outs), cut.layer
+        return None
 
     def _load(self, folder: Path, splits) -> dict:
         meta = json.loads((folder / "meta.json").read_text())

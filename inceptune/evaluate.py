@@ -358,10 +358,14 @@ def _compiled_forward(model):
     fn = _COMPILED.get(model)
     if fn is None:
         ref = weakref.ref(model)
-
-        @tf.function(jit_compile=False, reduce_retracing=True)
-        def _forward(x):
-            return ref()(x, training=False)
+        inputs = getattr(model, "inputs", None) or []
+        if len(inputs) == 1:
+            # one trace for every batch size (reduce_retracing would trace twice: the first batch's exact
+            # shape, then a relaxed one at the first smaller batch; each trace of InceptionV3 costs 2-4 s here)
+            signature = [tf.TensorSpec((None,) + tuple(inputs[0].shape[1:]), inputs[0].dtype)]
+            _forward = tf.function(lambda x: ref()(x, training=False), input_signature=signature)
+        else:
+            _forward = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
 
         _COMPILED[model] = fn = _forward
     return fn

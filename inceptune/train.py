@@ -102,6 +102,34 @@ def _history_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+class _Phases:
+    """Wall time per phase of a run (build, features, training, checkpoints, test, report), for the log."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def __call__(self, name: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def timer():
+            t = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.add(name, time.perf_counter() - t)
+
+        return timer()
+
+    def line(self) -> str:
+        total = sum(self.seconds.values())
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items() if v >= 0.05)
+        return f"time: {total:.1f}s ({parts})"
+
+
 class _Log:
     """Prints progress and keeps `log.txt` (rewritten atomically)."""
 
@@ -320,6 +348,7 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
         recipe = load_recipe(out / "recipe.yaml", list(overrides))
     (out / "checkpoints").mkdir(exist_ok=True)
     log = _Log(out / "log.txt", verbose)
+    phases = _Phases()
     if not resume:
         dump_recipe(recipe, out / "recipe.yaml")
         log(f"inceptune run in {out}")
@@ -330,7 +359,8 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
     data_cfg = recipe.data
     if resume:
         data_cfg = replace(data_cfg, dir=None, csv=None, manifest=str((out / "manifest.csv").resolve()))
-    data = _data.prepare(data_cfg, out, progress=verbose)
+    with phases("data"):
+        data = _data.prepare(data_cfg, out, progress=verbose)
     log(f"data: {data.summary_line()}")
     for w in data.warnings:
         log(f"warning: {w}")
@@ -344,10 +374,11 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
     resize = getattr(recipe.data, "resize", "stretch")
 
     # === model ===
-    model = build_model(recipe.model, len(labels), image_size, seed=recipe.seed)
     from inceptune.architectures import block_map
 
-    bmap = block_map(model)
+    with phases("build"):
+        model = build_model(recipe.model, len(labels), image_size, seed=recipe.seed)
+        bmap = block_map(model)
     log(f"model: {model.name}, {model.count_params():,} parameters, input {image_size}x{image_size}, "
         f"batchnorm={recipe.model.batchnorm}")
 
@@ -379,7 +410,8 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
         start_epoch = state["epoch"] if si == state["stage"] else 0
         batch_size = int(stage.batch_size or batch_default)
         steps = data.steps_per_epoch("train", batch_size, balance if balance == "oversample" else "none")
-        report, optimizer = compile_stage(model, stage, batchnorm=recipe.model.batchnorm, bmap=bmap)
+        with phases("compile"):
+            report, optimizer = compile_stage(model, stage, batchnorm=recipe.model.batchnorm, bmap=bmap)
         from inceptune.schedules import ScheduleSpec
 
         spec = ScheduleSpec(stage.lr, stage.schedule, total_steps=stage.epochs * steps,
@@ -393,8 +425,10 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
             log(f"    lr_mult: {stage.lr_mult}")
         for w in report.warnings:
             log(f"    warning: {w}")
+        # built on the full model's variables, in their order, so the checkpointed optimizer state lines up
+        # whether the stage trains the model or a cached suffix sharing its layers
+        optimizer.build(model.trainable_variables)
         if start_epoch > 0:
-            optimizer.build(model.trainable_variables)
             saved = np.load(ckpt / state["optimizer"])
             for i, var in enumerate(optimizer.variables):
                 var.assign(saved[f"v{i}"])
@@ -433,6 +467,8 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
                               callbacks=callbacks, shuffle=False,
                               verbose=1 if (verbose and sys.stdout.isatty()) else 0)
                 logs = {k: float(v[-1]) for k, v in h.history.items()}
+            phases.add("training", time.time() - t0)
+            t_ckpt = time.perf_counter()
             row = {"stage": stage.name, "epoch": epoch + 1, "lr": lr_cb.last, "seconds": round(time.time() - t0, 3),
                    "cached": int(cached), **logs}
             history.append(row)
@@ -481,6 +517,7 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
             atomic_write_text(out / "history.csv", _history_csv(history))
             atomic_write_text(ckpt / "state.json", json.dumps(state, indent=1, default=float))
             _clean_checkpoints(ckpt, state)
+            phases.add("checkpoints", time.perf_counter() - t_ckpt)
             if stopped:
                 break
         if stage.epochs == 0 or (start_epoch >= stage.epochs):
@@ -493,31 +530,43 @@ def _train(recipe, out: Path, *, overrides, resume: bool, verbose: bool, stop_af
         log(f"\nbest epoch by {run_monitor}: {state['best']:.4f}")
     from inceptune import graph as _graph
 
-    clean = _graph.rebuild(model, name=model.name)  # an uncompiled copy: no optimizer in model.keras
-    with atomic_path(out / "model.keras") as tmp:
-        clean.save(tmp)
+    with phases("save"):
+        clean = _graph.rebuild(model, name=model.name)  # an uncompiled copy: no optimizer in model.keras
+        with atomic_path(out / "model.keras") as tmp:
+            clean.save(tmp)
     metrics = None
     y_true = probs = None
     if has_test:
         from inceptune import evaluate as _evaluate
 
-        test_ds = data.dataset("test", batch_size=batch_default, image_size=image_size, resize=resize)
-        probs = _evaluate.predict_proba(model, test_ds)
-        y_true = data.label_ids("test")
-        metrics = _evaluate.compute_metrics(y_true, probs, labels, paths=data.paths("test"))
-        _evaluate.write_metrics(metrics, out / "metrics.json")
+        with phases("test"):
+            cached_probs = cache_ctx.predict(model, "test") if cache_ctx is not None else None
+            if cached_probs is not None:
+                probs = cached_probs[0]
+                log(f"test predictions from the cached features at {cached_probs[1]!r}")
+            else:
+                test_ds = data.dataset("test", batch_size=batch_default, image_size=image_size, resize=resize)
+                probs = _evaluate.predict_proba(model, test_ds)
+            y_true = data.label_ids("test")
+            metrics = _evaluate.compute_metrics(y_true, probs, labels, paths=data.paths("test"))
+            _evaluate.write_metrics(metrics, out / "metrics.json")
         log(_summary_table(history, metrics))
     else:
         log("no test split: metrics.json not written (set data.split.test > 0)")
     try:
         from inceptune import report as _report
 
-        _report.write_report(out, metrics=metrics, history_csv=out / "history.csv", recipe=out / "recipe.yaml",
-                             manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
-                             warnings=list(data.warnings), title=f"inceptune run {out.name}")
+        with phases("report"):
+            _report.write_report(out, metrics=metrics, history_csv=out / "history.csv", recipe=out / "recipe.yaml",
+                                 manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
+                                 warnings=list(data.warnings), title=f"inceptune run {out.name}")
         log(f"report: {out / 'report.html'}")
     except ImportError:
         pass
+    if cache_ctx is not None and cache_ctx.seconds:
+        phases.add("training", -cache_ctx.seconds)  # the feature pass ran inside the first cached epoch
+        phases.add("features", cache_ctx.seconds)
+    log(phases.line())
     return Run(out, model, labels, metrics, history, recipe, log.lines)
 
 

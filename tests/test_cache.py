@@ -135,6 +135,13 @@ def test_training_with_and_without_cache_reaches_the_same_weights(images_dir, tm
     assert all(line.endswith(",1") for line in hist[1:])  # every epoch ran on cached features
     assert "cache miss" in (tmp_path / "auto" / "log.txt").read_text()
     assert runs["off"].metrics["accuracy"] == runs["auto"].metrics["accuracy"]
+    # the cached run's test predictions come from the cached features, and equal the full model's on images
+    assert "test predictions from the cached features at 'head_pool'" in (tmp_path / "auto" / "log.txt").read_text()
+    probs = np.asarray(runs["auto"].metrics["predictions"]["probs"])
+    images = np.concatenate([x for x, _ in prepare(runs["auto"].recipe.data, None, progress=False).dataset(
+        "test", batch_size=8, image_size=32)])
+    assert probs.shape[0] == len(images) > 0
+    assert np.max(np.abs(probs - np.asarray(runs["auto"].model(images, training=False)))) < 1e-4
 
 
 def test_augmentation_without_views_is_not_cached(images_dir, tmp_path):
@@ -158,3 +165,27 @@ def test_one_pass_fills_the_caches_of_later_stages(images_dir, tmp_path):
     # stage 1's pass also fills stage 2's cut (mixed2) and stage 3's (mixed1): neither prefix trains before
     assert "cache miss: computed" in log and "(and mixed2, mixed1 for later stages)" in log
     assert log.count("cache miss") == 1 and log.count("cache hit") == 2
+
+
+def test_cache_key_ignores_automatic_layer_names(images_dir, tmp_path):
+    """The same model built after other models gets other automatic names (conv2d_3...): same key."""
+    data = _prepared(images_dir, tmp_path)
+
+    def backbone():
+        keras.utils.set_random_seed(1)
+        x = inp = keras.Input((32, 32, 3))
+        for filters in (4, 8, 8):
+            x = keras.layers.Conv2D(filters, 3, padding="same")(x)
+            x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.Activation("relu")(x)
+        return keras.Model(inp, x)
+
+    keys = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        model = build_classifier(backbone(), 3, {"dense": [8]})
+        unfreeze(model, "head")
+        keys.append((C.find_cut(model).layer, _ctx(data, model, tmp_path).key(model, C.find_cut(model)),
+                     [layer.name for layer in model.layers]))
+    assert keys[0][2] != keys[1][2]  # the names did change...
+    assert keys[0][0] == keys[1][0] == "head_pool" and keys[0][1] == keys[1][1]  # ...the key did not

@@ -132,3 +132,25 @@ def test_errors(v3, selector, pattern):
 
 def test_parse_roundtrip_text():
     assert str(parse("head, from:mixed9 & !type:BatchNormalization")) == "(head,(from:mixed9&!type:BatchNormalization))"
+
+
+def test_head_and_backbone_on_a_model_without_named_blocks():
+    """Any functional backbone (no block map): 'head' is the head we added, 'backbone' the rest."""
+    import keras
+
+    from inceptune.architectures import block_map
+    from inceptune.heads import build_classifier
+    from inceptune.selectors import resolve
+
+    x = inp = keras.Input((32, 32, 3))
+    for filters in (4, 8):
+        x = keras.layers.Conv2D(filters, 3, padding="same")(x)
+        x = keras.layers.BatchNormalization()(x)
+    model = build_classifier(keras.Model(inp, x), 3, {"dense": [8]})
+    head = {"head_pool", "head_dense_0", "head_output"}
+    assert resolve(model, "head") == head
+    assert block_map(model).head_layers == ("head_pool", "head_dense_0", "head_output")
+    backbone = resolve(model, "backbone")
+    assert backbone == {"image", "conv2d", "batch_normalization", "conv2d_1", "batch_normalization_1"} or (
+        not backbone & head and len(backbone) == 5)  # input, convolutions, BatchNorm; never preprocess or head
+    assert resolve(model, "last:2") == set(list(block_map(model).backbone_layers)[-2:])
