@@ -278,7 +278,10 @@ class _StageFitter:
 
         self._full_step = tf.function(train_step, jit_compile=self.jit)
         self._rest_step = tf.function(train_step, reduce_retracing=True)
-        self._test_step = tf.function(test_step, reduce_retracing=True)
+        if self.val is not None:  # one trace for the full and the last, smaller validation batches
+            signature = [tf.TensorSpec((None,) + self.val[0].shape[1:], tf.float32),
+                         tf.TensorSpec((None,) + self.val[1].shape[1:], tf.as_dtype(self.val[1].dtype))]
+            self._test_step = tf.function(test_step, input_signature=signature)
 
     def fit_epoch(self, epoch: int, seed: int, batch_size: int, callbacks) -> dict:
         """One epoch over the cached training features in the image pipeline's batch order, then validation.

@@ -246,3 +246,28 @@ def test_failed_run_leaves_no_half_written_folder(tmp_path):
     with pytest.raises(DataError):
         train(recipe, out=tmp_path / "mine", verbose=False)
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
+
+def test_checkpoints_store_a_base_then_only_what_changed(small_dir, tmp_path):
+    """A head stage's epoch checkpoints hold the head's variables only; loading base + epoch file restores
+    exactly the model's weights."""
+    recipe = mini_recipe(small_dir, stages=[{"name": "head", "train": "head", "epochs": 2, "lr": 1e-2}])
+    run = train(recipe, out=tmp_path / "run", verbose=False)
+    ckpt = run.dir / "checkpoints"
+    state = json.loads((ckpt / "state.json").read_text())
+    base, last = np.load(ckpt / state["base"]), np.load(ckpt / state["weights"])
+    weights = run.model.weights
+    assert len(base.files) == len(weights)
+    head_positions = {i for i, v in enumerate(weights) if v.path.startswith("head_")}
+    stored = {int(k[1:]) for k in last.files}
+    assert stored and stored <= head_positions  # the frozen backbone is not written again
+    # the trainer's reader restores base + changes into a fresh model
+    from inceptune.train import _Weights
+
+    model = build_classifier(build_inception_mini(), len(run.labels), {"dense": [], "dropout": 0.0})
+    _Weights(model, ckpt, state["base"]).load(state["weights"])
+    expected = {i: (last[f"v{i}"] if i in stored else base[f"v{i}"]) for i in range(len(weights))}
+    for i, v in enumerate(model.weights):
+        np.testing.assert_array_equal(v.numpy(), expected[i])
+    # the epoch file differs from the base in every variable it holds
+    assert all(not np.array_equal(last[f"v{i}"], base[f"v{i}"]) for i in stored)
