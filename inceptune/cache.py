@@ -184,6 +184,34 @@ def extract_features(forward, dataset, n: int, out_paths: list, dtype: str, prog
         os.replace(tmp, path)
 
 
+def decoded_batches(paths, image_size, resize: str = "stretch", batch_size: int = 32):
+    """Yields float32 batches of decoded images in order, one batch ahead in one background thread.
+
+    The same decoder as the training pipeline (`data.load_image`), so the pixels are identical. For a pass of
+    the whole network over images (the cache fill) this beats `tf.data`'s parallel decode on a small CPU: its
+    decode threads compete with the convolutions for the cores (measured here: 600 images through InceptionV3
+    at 150 px, 24.4-26.4 s this way against 29.0-29.7 s through the `tf.data` pipeline).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inceptune.data import load_image
+
+    chunks = [list(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
+
+    def load(chunk):
+        return np.stack([load_image(p, image_size, resize) for p in chunk]).astype("float32")
+
+    if not chunks:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(load, chunks[0])
+        for k in range(len(chunks)):
+            batch = pending.result()
+            if k + 1 < len(chunks):
+                pending = pool.submit(load, chunks[k + 1])
+            yield batch
+
+
 def _hash_update_json(h, obj) -> None:
     h.update(json.dumps(obj, sort_keys=True, default=str).encode())
 
@@ -432,18 +460,21 @@ class CacheContext:
         bar = _progress(total, f"caching features at {', '.join(c.layer for c in cuts)}")
         files: dict = {"train": []}
         for v in range(self.views):
-            ds = self.data.dataset("train", batch_size=self.batch_size, image_size=self.image_size,
-                                   resize=self.resize, shuffle=False,
-                                   augment=self.augment if self.views > 1 else None, seed=self.seed * 7919 + v)
+            if self.views > 1:  # augmented views: the training pipeline's augmentation, seeded per view
+                ds = self.data.dataset("train", batch_size=self.batch_size, image_size=self.image_size,
+                                       resize=self.resize, shuffle=False, augment=self.augment,
+                                       seed=self.seed * 7919 + v)
+            else:
+                ds = decoded_batches(self.data.paths("train"), self.image_size, self.resize, self.batch_size)
             name = f"train-{v}.npy"
             extract_features(forward, ds, len(self.train_y), [f / name for f in folders], self.dtype, bar)
             files["train"].append(name)
         if self.val_y is not None:
-            ds = self.data.dataset("val", batch_size=self.batch_size, image_size=self.image_size, resize=self.resize)
+            ds = decoded_batches(self.data.paths("val"), self.image_size, self.resize, self.batch_size)
             extract_features(forward, ds, len(self.val_y), [f / "val.npy" for f in folders], self.dtype, bar)
             files["val"] = "val.npy"
         if with_test:
-            ds = self.data.dataset("test", batch_size=self.batch_size, image_size=self.image_size, resize=self.resize)
+            ds = decoded_batches(self.data.paths("test"), self.image_size, self.resize, self.batch_size)
             extract_features(forward, ds, self.test_n, [f / "test.npy" for f in folders], self.dtype, bar)
             files["test"] = "test.npy"
         if bar is not None:
