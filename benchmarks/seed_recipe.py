@@ -102,15 +102,16 @@ def plain_keras(data, size, weights_path, labels, head_init, epochs=(10, 5), bat
     for layer in base.layers:
         layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(train_stage(0, epochs[0]), validation_data=val, epochs=epochs[0], steps_per_epoch=steps, verbose=0)
+    h1 = model.fit(train_stage(0, epochs[0]), validation_data=val, epochs=epochs[0], steps_per_epoch=steps, verbose=0)
     assert base.layers[248].name == "mixed8"  # layers[249:] is mixed9 and mixed10, B's from:mixed9
     for layer in base.layers[249:]:
         layer.trainable = True
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(train_stage(1, epochs[1]), validation_data=val, epochs=epochs[1], steps_per_epoch=steps, verbose=0)
+    h2 = model.fit(train_stage(1, epochs[1]), validation_data=val, epochs=epochs[1], steps_per_epoch=steps, verbose=0)
     test = data.dataset("test", batch_size=batch, image_size=size).map(lambda im, y: (preprocess_input(im), y))
     _, acc = model.evaluate(test, verbose=0)
-    return float(acc)
+    history = [{k: float(v[e]) for k, v in h.history.items()} for h in (h1, h2) for e in range(len(h.history["loss"]))]
+    return float(acc), history
 
 
 def last_epoch_accuracy(run, data, size):
@@ -157,6 +158,7 @@ def main():
     ap.add_argument("--images", type=int, default=600, help="total images (5 classes)")
     ap.add_argument("--size", type=int, default=150)
     ap.add_argument("--quick", action="store_true", help="100 images at 75px, 2+1 epochs, no throughput part")
+    ap.add_argument("--no-extras", action="store_true", help="A and B only (no float16, BatchNorm or throughput runs)")
     args = ap.parse_args()
     if args.quick:
         args.images, args.size = 100, 75
@@ -199,7 +201,7 @@ def main():
     del initial
 
     t = time.perf_counter()
-    acc_a = plain_keras(data, args.size, weights, data.labels, head_init, epochs=epochs)
+    acc_a, hist_a = plain_keras(data, args.size, weights, data.labels, head_init, epochs=epochs)
     time_a = time.perf_counter() - t
     print(f"A plain Keras (seeds):         {time_a:8.1f} s   test accuracy {acc_a:.4f} (last epoch)", flush=True)
 
@@ -214,9 +216,17 @@ def main():
           f"{acc_b:.4f} (the model inceptune keeps: best epoch by val_loss)")
     print(f"A/B = {time_a / time_b:.2f}   last-epoch accuracy difference B-A {100 * (acc_b_last - acc_a):+.1f} points")
     print("  B " + phases(run))
-    cached = [line for line in (work / "run" / "log.txt").read_text().splitlines() if "cache" in line]
+    print("  the same computation, epoch by epoch (A: fit on images; B: cached features):")
+    print("    stage epoch   A loss    B loss   A val_loss  B val_loss  A val_acc B val_acc")
+    for a, b in zip(hist_a, run.history):
+        print(f"    {b['stage']:<5} {b['epoch']:>5} {a['loss']:9.4f} {b['loss']:9.4f} {a['val_loss']:11.4f} "
+              f"{b['val_loss']:11.4f} {a['val_accuracy']:9.4f} {b['val_accuracy']:9.4f}")
+    cached = [line for line in (work / "run" / "log.txt").read_text().splitlines()
+              if line.strip().startswith(("cache", "test predictions"))]
     print("\n".join("  " + c.strip() for c in cached))
 
+    if args.no_extras:
+        return
     # float16 feature storage: half the memory; its effect on accuracy and predictions, same recipe and seed
     recipe16 = dict(recipe, cache={"mode": "auto", "dtype": "float16"})
     t = time.perf_counter()
