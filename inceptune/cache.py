@@ -267,7 +267,6 @@ class _StageFitter:
         self.reason = cut.reason
         self.suffix = None
         self.jit = False
-        self.traces = 0
         self.features: dict = {}
         if self.active and ctx.augment_on and ctx.views <= 1:
             self.active = False
@@ -298,7 +297,6 @@ class _StageFitter:
         self.jit = bool(big and self.stage.epochs >= JIT_MIN_EPOCHS)
 
         def train_step(*batch):
-            self.traces += 1
             return suffix.train_step(batch)
 
         def test_step(*batch):
