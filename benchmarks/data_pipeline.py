@@ -64,11 +64,11 @@ def best_rate(fn, n_items: int, repeats: int) -> float:
 
 
 def bench_scan(paths: list[str], repeats: int) -> dict:
-    from inceptune import data as D
+    from inceptune.data.sources import inspect_all
 
     out = {}
     for executor in ("serial", "thread", "process"):
-        out[executor] = best_rate(lambda e=executor: D._inspect_all(paths, 16, progress=False, executor=e),
+        out[executor] = best_rate(lambda e=executor: inspect_all(paths, 16, progress=False, executor=e),
                                   len(paths), repeats)
     return out
 

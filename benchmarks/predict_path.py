@@ -1,4 +1,4 @@
-"""Images per second of ``evaluate.predict_proba`` (compiled tf.function) vs ``model.predict``, side by side.
+"""Images per second of ``inference.predict_proba`` (compiled tf.function) vs ``model.predict``, side by side.
 
 Model: InceptionV3, weights=None, 299x299, 64 random images, batch size 32. Both paths are warmed up first
 (tracing excluded); each is then timed ``--repeats`` times and the best run is kept.
@@ -27,7 +27,7 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from inceptune.evaluate import predict_proba
+    from inceptune.inference import predict_proba
 
     model = keras.applications.InceptionV3(weights=None, input_shape=(args.size, args.size, 3))
     images = np.random.default_rng(0).uniform(0, 255, (args.images, args.size, args.size, 3)).astype("float32")

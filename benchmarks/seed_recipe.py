@@ -77,7 +77,7 @@ def plain_keras(data, size, weights_path, labels, head_init, epochs=(10, 5), bat
     import keras
     from keras.applications.inception_v3 import InceptionV3, preprocess_input
 
-    from inceptune.train import _epoch_seed
+    from inceptune.training import epoch_seed
 
     keras.utils.set_random_seed(seed)
     base = InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
@@ -94,7 +94,7 @@ def plain_keras(data, size, weights_path, labels, head_init, epochs=(10, 5), bat
     def train_stage(stage, n_epochs):
         ds = None
         for e in range(n_epochs):
-            d = data.dataset("train", batch_size=batch, image_size=size, seed=_epoch_seed(seed, stage, e))
+            d = data.dataset("train", batch_size=batch, image_size=size, seed=epoch_seed(seed, stage, e))
             ds = d if ds is None else ds.concatenate(d)
         return ds.map(lambda im, y: (preprocess_input(im), y))
 
@@ -120,10 +120,10 @@ def last_epoch_accuracy(run, data, size):
     import json
 
     from inceptune.evaluate import predict_proba
-    from inceptune.train import _Weights
+    from inceptune.training import CheckpointWeights
 
     state = json.loads((run.dir / "checkpoints" / "state.json").read_text())
-    _Weights(run.model, run.dir / "checkpoints", state["base"]).load(state["weights"])
+    CheckpointWeights(run.model, run.dir / "checkpoints", state["base"]).load(state["weights"])
     probs = predict_proba(run.model, data.dataset("test", batch_size=32, image_size=size))
     return float(np.mean(np.argmax(probs, axis=1) == data.label_ids("test")))
 
@@ -169,7 +169,7 @@ def main():
 
     from helpers import make_image_folder
     from inceptune.data import DataConfig, SplitConfig, prepare
-    from inceptune.train import train
+    from inceptune.training import train
 
     work = Path(tempfile.mkdtemp(prefix="inceptune-bench-"))
     os.environ.setdefault("INCEPTUNE_CACHE_DIR", str(work / "cache"))
@@ -194,7 +194,7 @@ def main():
         "seed": 0,
     }
     from inceptune.recipe import load_recipe
-    from inceptune.train import build_model
+    from inceptune.training import build_model
 
     # B's initial head weights (its model is built from the recipe with seed 0): A starts from the same ones
     initial = build_model(load_recipe(recipe).model, 5, args.size, seed=0)

@@ -11,11 +11,12 @@ Names are imported lazily (PEP 562), so `import inceptune` and the CLI's `--help
 
 from __future__ import annotations
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it (None: the name is the module itself). No module is named like a function
+# exported here, so importing a submodule never replaces a function of the package.
 _EXPORTS = {
     "ARCHITECTURES": "architectures",
     "ArchSpec": "architectures",
@@ -27,16 +28,16 @@ _EXPORTS = {
     "unfreeze": "freezing",
     "select": "selectors",
     "build_classifier": "heads",
-    "train": "train",
-    "Run": "train",
-    "predict": "predict",
-    "Predictions": "predict",
-    "evaluate_data": "predict",
-    "Evaluation": "predict",
+    "train": "training",
+    "Run": "training",
+    "predict": "prediction",
+    "Predictions": "prediction",
+    "evaluate_data": "evaluate",
+    "Evaluation": "evaluate",
     "cross_validate": "cv",
     "run_demo": "demo",
     "export_model": "export",
-    "load_model": "export",
+    "load_model": "models",
     "add_skip": "surgery",
     "insert_after": "surgery",
     "replace_head": "surgery",
@@ -55,18 +56,12 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'inceptune' has no attribute {name!r}")
     module = _EXPORTS[name]
-    value = importlib.import_module(f"inceptune.{name}" if module is None else f"inceptune.{module}")
+    value = _importlib.import_module(f"inceptune.{name}" if module is None else f"inceptune.{module}")
     if module is not None:
         value = getattr(value, name)
     globals()[name] = value
     return value
 
 
-# `train` and `predict` are both modules and the functions users call: importing a submodule sets the package
-# attribute to the module, so bind the functions now (both modules import without TensorFlow).
-from inceptune.predict import predict  # noqa: E402, F401
-from inceptune.train import train  # noqa: E402, F401
-
-
 def __dir__():
-    return sorted(list(globals()) + __all__)
+    return sorted(set(__all__) | {"__version__"})

@@ -22,6 +22,7 @@ from keras import layers
 from inceptune import blocks as _blocks
 from inceptune import graph as _graph
 from inceptune.errors import ModelLoadError, closest
+from inceptune.models import load_model
 
 __all__ = [
     "ArchSpec",
@@ -32,6 +33,7 @@ __all__ = [
     "preprocessing_layer",
     "detect_architecture",
     "PREPROCESS_LAYER",
+    "application_names",
 ]
 
 # Name of the preprocessing layer that build_classifier puts at the input of every classifier.
@@ -163,14 +165,19 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 
 # === loading ===
 
-def _application_names() -> list[str]:
+def application_names() -> list[str]:
+    """The builder functions of ``keras.applications`` (``"InceptionV3"``, ``"ResNet50"``, ...).
+
+    Returns:
+        list of str, sorted. Each name is accepted by ``load_backbone`` (any case, ``_`` ignored).
+    """
     return sorted(n for n in dir(keras.applications) if n[:1].isupper())
 
 
 def _application(name: str):
     """Finds a keras.applications builder by function name (case-insensitive, `_` ignored)."""
     key = name.replace("_", "").lower()
-    for fn in _application_names():
+    for fn in application_names():
         if fn.lower() == key:
             return fn, getattr(keras.applications, fn)
     return None, None
@@ -208,16 +215,14 @@ def load_backbone(name: str, weights="imagenet", image_size: int | None = None) 
             or ImageNet weights that cannot be downloaded.
     """
     if isinstance(name, (str, os.PathLike)) and str(name).endswith(".keras"):
-        from inceptune.export import load_model  # a saved model: loaded in safe mode
-
-        return load_model(name)
+        return load_model(name)  # a saved model: loaded in safe mode
     spec = ARCHITECTURES.get(name)
     builder = spec.builder if spec else None
     min_size, default_size = (spec.min_size, spec.default_size) if spec else (32, 224)
     if spec is None:
         fn_name, fn = _application(str(name))
         if fn is None:
-            choices = list(ARCHITECTURES) + _application_names()
+            choices = list(ARCHITECTURES) + application_names()
             near = closest(str(name), choices)
             raise ModelLoadError(
                 f"unknown backbone {name!r}. Allowed: {', '.join(ARCHITECTURES)}, any keras.applications name "

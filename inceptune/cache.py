@@ -2,9 +2,10 @@
 
 When a stage trains only layers downstream of some tensor, and nothing upstream of it trains or is random, the
 activations at that tensor (the *cut*) are the same every epoch. The cache computes them once per split with a
-compiled function (not `model.predict`), stores them on disk (`<cache root>/<key>/`, memory-mapped when
-larger than the memory budget), and the stage trains a *suffix model* (cut → outputs) that shares its layers
-and variables with the full model: when the stage ends the full model is already trained.
+compiled function (`inference.compiled_forward`, not `model.predict`), stores them on disk
+(`<cache root>/<key>/`, memory-mapped when larger than the memory budget), and the stage trains a *suffix
+model* (cut → outputs) that shares its layers and variables with the full model: when the stage ends the full
+model is already trained.
 
 The cut is the deepest layer such that (1) no layer with trainable weights and no random layer (Dropout,
 noise, augmentation layers, BatchNorm in training mode) lies at or upstream of it, and (2) everything
@@ -33,9 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from inceptune._io import atomic_write_json
+from inceptune.data import load_image
+from inceptune.inference import compiled_forward
 
-__all__ = ["find_cut", "CacheContext", "cache_root", "prefix_model", "suffix_model", "compiled_forward",
-           "extract_features"]
+# graph, freezing and selectors import Keras at module level: they are imported inside the functions that use
+# them, so that importing this module stays light.
+
+__all__ = ["find_cut", "CacheContext", "cache_root", "suffix_model", "extract_features"]
 
 # A cut must leave at least this share of the layers with weights upstream, or caching costs more (feature
 # maps near the input are large) than it saves.
@@ -121,13 +126,6 @@ def find_cut(model) -> Cut:
     return Cut(None, f"no cacheable cut: {first!r} ({kind}) sits right after the input")
 
 
-def prefix_model(model, cut: str):
-    """input → cut, sharing the model's layers."""
-    import keras
-
-    return keras.Model(model.inputs, model.get_layer(cut).output, name=f"{model.name}_prefix")
-
-
 def suffix_model(model, cut: Cut):
     """cut → outputs, calling the model's own layer objects (so training it trains the full model)."""
     import keras
@@ -138,7 +136,7 @@ def suffix_model(model, cut: Cut):
     cut_out = cut_layer.output
     new_in = keras.Input(batch_shape=cut_out.shape, dtype=cut_out.dtype, name=f"cached_{cut.layer}")
     tensors = {id(cut_out): new_in}
-    for node in _graph._model_nodes(model):
+    for node in _graph.model_nodes(model):
         op = node.operation
         if op is None or node.is_input or op.name not in cut.suffix:
             continue
@@ -150,14 +148,6 @@ def suffix_model(model, cut: Cut):
             tensors[id(x)] = y
     outs = [tensors[id(t)] for t in model.outputs]
     return keras.Model(new_in, outs[0] if len(outs) == 1 else outs, name=f"{model.name}_suffix")
-
-
-def compiled_forward(model):
-    """A compiled inference function `x -> model(x, training=False)`, traced once for any batch size (about
-    2x `model.predict` here; shared with evaluation and prediction)."""
-    from inceptune.evaluate import _compiled_forward
-
-    return _compiled_forward(model)
 
 
 def extract_features(forward, dataset, n: int, out_paths: list, dtype: str, progress=None) -> None:
@@ -193,8 +183,6 @@ def decoded_batches(paths, image_size, resize: str = "stretch", batch_size: int 
     at 150 px, 24.4-26.4 s this way against 29.0-29.7 s through the `tf.data` pipeline).
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    from inceptune.data import load_image
 
     chunks = [list(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
 

@@ -13,6 +13,18 @@ import sys
 import textwrap
 import traceback
 
+from inceptune import data as _data
+from inceptune.cv import cross_validate, format_cv
+from inceptune.demo import format_demo, run_demo
+from inceptune.errors import DataError, InceptuneError
+from inceptune.evaluate import evaluate_data, format_evaluation
+from inceptune.export import export_model, verify_export
+from inceptune.models import load_labels, load_model
+from inceptune.prediction import predict
+
+# None of the modules above imports Keras. architectures, freezing and selectors do: the commands that need them
+# import them when they run, so that `inceptune --help` and `import inceptune.cli` never load TensorFlow.
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -27,12 +39,12 @@ def _print_error(kind: str, message: str) -> None:
 # === commands ===
 
 def _cmd_backbones(args) -> int:
-    from inceptune.architectures import ARCHITECTURES, _application_names
+    from inceptune.architectures import ARCHITECTURES, application_names
 
     if args.json:
         out = [{"name": s.name, "default_size": s.default_size, "min_size": s.min_size, "preprocess": s.preprocess,
                 "description": s.description, "blocks": _blocks_of(s.name)} for s in ARCHITECTURES.values()]
-        print(json.dumps({"architectures": out, "keras_applications": _application_names()}, indent=2))
+        print(json.dumps({"architectures": out, "keras_applications": application_names()}, indent=2))
         return 0
     for spec in ARCHITECTURES.values():
         blocks = _blocks_of(spec.name)
@@ -40,7 +52,7 @@ def _cmd_backbones(args) -> int:
         print(f"  {spec.description}")
         print(textwrap.fill("  blocks: " + " ".join(blocks), width=110, subsequent_indent="    "))
     print(textwrap.fill("also accepted (no block map: every layer is a block): any keras.applications name: "
-                        + ", ".join(_application_names()) + "; or a saved .keras model.", width=110))
+                        + ", ".join(application_names()) + "; or a saved .keras model.", width=110))
     return 0
 
 
@@ -56,8 +68,6 @@ def _load_for_inspect(target: str, weights: str, image_size):
     from inceptune.architectures import load_backbone
 
     if os.path.isdir(target) or target.endswith(".keras"):
-        from inceptune.export import load_model
-
         return load_model(target)
     return load_backbone(target, weights=weights, image_size=image_size)
 
@@ -100,8 +110,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_data_summary(args) -> int:
-    from inceptune import data as _data
-
     split = _data.SplitConfig(val=args.val, test=args.test, seed=args.seed, method=args.method)
     info = _data.summary(args.source, split=split, min_side=args.min_side)
     print(json.dumps(info, indent=2, default=str) if args.json else _data.format_summary(info))
@@ -109,8 +117,6 @@ def _cmd_data_summary(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from inceptune.predict import predict
-
     result = predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size)
     for path, reason in result.skipped:
         _print_error("skipped", f"{path}: {reason}")
@@ -122,8 +128,6 @@ def _cmd_predict(args) -> int:
         for p in result:
             print(f"{p['path']}  " + "  ".join(f"{label} {prob:.4f}" for label, prob in p["top"]))
     if not len(result):
-        from inceptune.errors import DataError
-
         raise DataError(
             f"no image could be predicted: {len(result.skipped)} file(s) skipped (reasons above) among "
             f"{', '.join(args.inputs)}. HINT: pass image files, or folders that hold images "
@@ -134,8 +138,6 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from inceptune.predict import evaluate_data, format_evaluation
-
     ev = evaluate_data(args.model, args.data, args.out, batch_size=args.batch_size, split=args.split,
                        force=args.force, progress=not args.quiet)
     for path, reason in ev.skipped:
@@ -166,8 +168,6 @@ def _export_check_images(target: str, model):
 
     import numpy as np
 
-    from inceptune.data import load_image
-
     manifest = Path(target) / "manifest.csv" if Path(target).is_dir() else None
     if manifest is None or not manifest.is_file():
         return None
@@ -180,7 +180,7 @@ def _export_check_images(target: str, model):
         if len(images) == 4:
             break
         try:
-            images.append(load_image(row["path"], size))
+            images.append(_data.load_image(row["path"], size))
         except Exception:  # noqa: BLE001 - a moved or damaged file just is not used for the check
             continue
     return np.stack(images).astype("float32") if images else None
@@ -188,8 +188,6 @@ def _export_check_images(target: str, model):
 
 def _cmd_export(args) -> int:
     from pathlib import Path
-
-    from inceptune.export import export_model, load_labels, load_model, verify_export
 
     model = load_model(args.model)
     labels = load_labels(args.model)
@@ -204,21 +202,15 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_cv(args) -> int:
-    from inceptune.cv import cross_validate
-
     result = cross_validate(args.recipe, args.folds, args.out, overrides=args.set, verbose=not args.quiet,
                             force=args.force)
     if args.quiet:
-        from inceptune.cv import format_cv
-
         print(format_cv(result))
     print(f"cv folder: {result['dir']}")
     return 0
 
 
 def _cmd_demo(args) -> int:
-    from inceptune.demo import format_demo, run_demo
-
     result = run_demo(args.out, quick=args.quick, force=args.force, verbose=not args.quiet)
     if args.quiet:
         print(format_demo(result))
@@ -226,8 +218,6 @@ def _cmd_demo(args) -> int:
 
 
 def _usage(text: str):
-    from inceptune.errors import InceptuneError
-
     return InceptuneError(f"{text}. HINT: run `inceptune COMMAND --help` for the options.")
 
 
@@ -341,8 +331,6 @@ def main(argv=None) -> int:
         args.debug = debug
     except SystemExit as exc:  # argparse: 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    from inceptune.errors import InceptuneError
-
     try:
         return int(args.func(args) or 0)
     except InceptuneError as exc:

@@ -44,8 +44,13 @@ from typing import Sequence
 
 import numpy as np
 
+from inceptune import data as _data
 from inceptune._io import atomic_write_json, atomic_write_text, prepare_output_dir
 from inceptune.errors import DataError, InceptuneError, RecipeError
+from inceptune.evaluate import compute_metrics, write_metrics
+from inceptune.inference import predict_proba
+from inceptune.recipe import Recipe, dump_recipe, load_recipe, recipe_to_dict
+from inceptune.report import write_report
 
 __all__ = ["CV_SCHEMA_VERSION", "cross_validate", "make_folds", "fold_manifest_rows", "format_cv"]
 
@@ -133,12 +138,8 @@ def _manifest_text(rows: Sequence[dict]) -> str:
 # === Cross-validation ===
 
 
-
-
 def _fold_recipe(recipe, manifest: Path):
     """The recipe of one fold: the same in every respect, but its data is the fold's manifest."""
-    from inceptune.recipe import load_recipe, recipe_to_dict
-
     raw = recipe_to_dict(recipe)
     raw["data"] = dict(raw["data"], dir=None, csv=None, manifest=str(manifest))
     return load_recipe(raw)
@@ -146,18 +147,15 @@ def _fold_recipe(recipe, manifest: Path):
 
 def _val_metrics(run, data_cfg, manifest_rows: list[dict], image_size: int, batch_size: int) -> dict:
     """Scores the fold's final model on its validation images."""
-    from inceptune import evaluate as _evaluate
-    from inceptune.data import files_dataset
-
     val = [r for r in manifest_rows if r["split"] == "val"]
     index = {name: i for i, name in enumerate(run.labels)}
     y = np.array([index[r["label"]] for r in val], dtype=np.int64)
-    ds = files_dataset([r["path"] for r in val], batch_size=batch_size, image_size=image_size,
-                       resize=getattr(data_cfg, "resize", "stretch"))
-    probs = _evaluate.predict_proba(run.model, ds)
+    ds = _data.files_dataset([r["path"] for r in val], batch_size=batch_size, image_size=image_size,
+                             resize=getattr(data_cfg, "resize", "stretch"))
+    probs = predict_proba(run.model, ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        m = _evaluate.compute_metrics(y, probs, run.labels, keep_predictions=False)
+        m = compute_metrics(y, probs, run.labels, keep_predictions=False)
     return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_avg"]["f1"], "val_loss": m["log_loss"]}
 
 
@@ -212,10 +210,6 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
         RecipeError: the recipe is invalid. DataError: a class has fewer than K train+val images.
         InceptuneError: ``out`` exists and is not empty (without ``force``).
     """
-    from inceptune import data as _data
-    from inceptune import evaluate as _evaluate
-    from inceptune import report as _report
-    from inceptune.recipe import Recipe, dump_recipe, load_recipe
     from inceptune.train import resolve_image_size, train
 
     if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:
@@ -278,9 +272,8 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
         probs = np.mean(test_probs, axis=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            ensemble_metrics = _evaluate.compute_metrics(test_y, probs, labels,
-                                                         paths=[r["path"] for r in test_rows])
-        _evaluate.write_metrics(ensemble_metrics, out / "metrics.json")
+            ensemble_metrics = compute_metrics(test_y, probs, labels, paths=[r["path"] for r in test_rows])
+        write_metrics(ensemble_metrics, out / "metrics.json")
     result = {
         "schema_version": CV_SCHEMA_VERSION,
         "num_folds": int(folds),
@@ -295,10 +288,10 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
             k[len("test_"):]: v for k, v in _test_summary(ensemble_metrics).items()},
     }
     atomic_write_json(out / "cv.json", result)
-    _report.write_report(out, metrics=ensemble_metrics, recipe=out / "recipe.yaml",
-                         manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
-                         warnings=list(data.warnings), cv=result,
-                         title=f"inceptune {folds}-fold cross-validation {out.name}")
+    write_report(out, metrics=ensemble_metrics, recipe=out / "recipe.yaml",
+                 manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
+                 warnings=list(data.warnings), cv=result,
+                 title=f"inceptune {folds}-fold cross-validation {out.name}")
     say("\n" + format_cv(result))
     say(f"cv.json: {out / 'cv.json'}\nreport:  {out / 'report.html'}")
     return dict(result, dir=str(out))

@@ -29,6 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from inceptune._io import atomic_write_json, prepare_output_dir
+from inceptune.data import load_image
+from inceptune.export import export_model, verify_export
+from inceptune.prediction import predict
+from inceptune.recipe import dump_recipe, load_recipe
 
 __all__ = ["DEMO_RECIPE", "QUICK_OVERRIDES", "write_digits", "demo_recipe", "run_demo", "format_demo"]
 
@@ -120,9 +124,6 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
     Raises:
         InceptuneError: ``out`` exists and is not empty (without ``force``).
     """
-    from inceptune import export as _export
-    from inceptune.predict import predict
-    from inceptune.recipe import dump_recipe, load_recipe
     from inceptune.train import train
 
     t0 = time.time()
@@ -152,12 +153,10 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
              for p in preds]
 
     # === export, verified on real test images ===
-    from inceptune.data import load_image
-
     images = np.stack([load_image(r["path"], IMAGE_SIZE) for r in test[:8]]).astype(np.float32)
-    export_path = _export.export_model(run.model, out / "export" / "digits.keras", format="keras",
-                                       labels=run.labels, verify_images=images)
-    check = _export.verify_export(export_path, "keras", run.model, images)
+    export_path = export_model(run.model, out / "export" / "digits.keras", format="keras",
+                               labels=run.labels, verify_images=images)
+    check = verify_export(export_path, "keras", run.model, images)
 
     result = {
         "data": "scikit-learn load_digits (real 8x8 handwritten digits)",

@@ -20,7 +20,17 @@ __all__ = [
 
 
 class InceptuneError(ValueError):
-    """Base class of every error caused by user input (exit code 2 from the CLI)."""
+    """Base class of every error caused by user input (exit code 2 from the CLI).
+
+    Args:
+        message: str. What is wrong, what is allowed, what was received, and the fix.
+        key: str or None. The recipe key path the error is about (`stages[1].lr`, `data.dir`), so the CLI can
+            blame the `--set` override that set it. Defaults to None.
+    """
+
+    def __init__(self, message: str = "", *, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(InceptuneError):

@@ -1,8 +1,13 @@
-"""Classification metrics (scikit-learn), the compiled prediction fast path and label checks.
+"""Classification metrics (scikit-learn), label checks, and evaluation of a labelled folder or CSV.
 
 ``compute_metrics`` turns integer targets and predicted probabilities into one JSON-ready dictionary;
 ``write_metrics`` stores it atomically as ``metrics.json``. Every number is computed by scikit-learn's own
 function on the same predictions, except the expected calibration error, which scikit-learn lacks.
+
+``evaluate_data`` scores a model on any labelled image folder (one sub-folder per class) or CSV
+(``path,label[,split]``): class names are matched to the model's ``labels.json`` by name (``check_labels``),
+every file is validated as in training (``data.scan``), the model runs through ``inference.predict_proba``,
+and ``metrics.json`` + ``report.html`` are written into an output folder (never into the data folder).
 
 ``metrics.json`` schema, ``schema_version`` 1 (**contract**; a key is added, never renamed, without a version
 bump). Values that are undefined on the given data are ``null`` and come with an entry in ``warnings``::
@@ -40,31 +45,43 @@ confidences are put into ``ECE_BINS`` = 15 equal-width bins ``(lower, upper]`` o
 holds 0); ``ECE = sum_b (n_b / N) * |accuracy_b - mean_confidence_b|``.
 
 Example:
-    probs = predict_proba(model, images)
+    probs = inference.predict_proba(model, images)
     metrics = compute_metrics(y_true, probs, ["cat", "dog"], paths=files)
     write_metrics(metrics, run_dir / "metrics.json")
+    ev = evaluate_data("runs/flowers", "holdout/")    # writes runs/flowers/eval-holdout/
+    print(format_evaluation(ev))
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import json
+import os
 import warnings as _warnings
-import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from inceptune import data as _data
 from inceptune._io import atomic_write_text
-from inceptune.errors import DataError, closest
+from inceptune.errors import DataError, InceptuneError, closest
+from inceptune.inference import predict_proba
+from inceptune.models import input_size, model_labels, resolve_model, run_resize
+from inceptune.report import write_report
 
 __all__ = [
     "ECE_BINS",
     "METRICS_SCHEMA_VERSION",
+    "Evaluation",
     "check_labels",
     "compute_metrics",
+    "default_eval_dir",
+    "evaluate_data",
     "expected_calibration_error",
-    "predict_proba",
+    "format_evaluation",
     "write_metrics",
 ]
 
@@ -343,94 +360,6 @@ def _json_default(value):
     raise TypeError(f"metrics: cannot store a {type(value).__name__} in JSON, received {value!r}.")
 
 
-
-
-# === Prediction fast path ===
-
-# model -> compiled tf.function; weak keys so a deleted model frees its function (the function holds only a
-# weak reference back to the model, otherwise the value would keep its own key alive).
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _compiled_forward(model):
-    import tensorflow as tf
-
-    fn = _COMPILED.get(model)
-    if fn is None:
-        ref = weakref.ref(model)
-        inputs = getattr(model, "inputs", None) or []
-        if len(inputs) == 1:
-            # one trace for every batch size (reduce_retracing would trace twice: the first batch's exact
-            # shape, then a relaxed one at the first smaller batch; each trace of InceptionV3 costs 2-4 s here)
-            signature = [tf.TensorSpec((None,) + tuple(inputs[0].shape[1:]), inputs[0].dtype)]
-            _forward = tf.function(lambda x: ref()(x, training=False), input_signature=signature)
-        else:
-            _forward = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
-
-        _COMPILED[model] = fn = _forward
-    return fn
-
-
-def predict_proba(model, data, batch_size: int = 32) -> np.ndarray:
-    """Runs ``model`` in inference mode, batch by batch, through one cached ``tf.function``.
-
-    This is the fast path: a compiled call of ``model(x, training=False)`` ran about twice the images per
-    second of ``model.predict`` (DESIGN §11; ``benchmarks/predict_path.py``). The compiled function is cached
-    per model, so repeated calls do not retrace.
-
-    Args:
-        model: keras.Model. Single-input classifier (its preprocessing inside).
-        data: numpy array (N, H, W, 3) of raw pixels, or a ``tf.data.Dataset`` yielding images or
-            ``(images, labels[, weights])``, batched or not (unbatched datasets are batched here).
-        batch_size: int. Batch size for arrays and unbatched datasets. Defaults to 32.
-
-    Returns:
-        np.ndarray of float32, shape (N, C). The model outputs (probabilities for a softmax head).
-    """
-    import tensorflow as tf
-
-    if batch_size < 1:
-        raise DataError(f"batch_size: expected an integer >= 1, received batch_size={batch_size}.")
-    forward = _compiled_forward(model)
-    input_rank = len(model.inputs[0].shape) if getattr(model, "inputs", None) else None
-    dtype = _input_dtype(model)
-    outputs = []
-
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        image_spec = spec[0] if isinstance(spec, (tuple, list)) else spec
-        if isinstance(spec, dict):
-            raise DataError(
-                "predict_proba: expected a dataset of images or (images, labels[, weights]) tuples, received a "
-                f"dataset of dicts with keys {sorted(spec)}."
-            )
-        if isinstance(spec, (tuple, list)):
-            data = data.map(lambda *el: el[0])
-        if input_rank is not None and image_spec.shape.rank == input_rank - 1:
-            data = data.batch(batch_size)
-        for batch in data:
-            outputs.append(forward(tf.cast(batch, dtype)).numpy())
-    else:
-        array = np.asarray(data)
-        if input_rank is not None and array.ndim == input_rank - 1:
-            array = array[None]
-        for start in range(0, len(array), batch_size):
-            batch = tf.convert_to_tensor(array[start : start + batch_size], dtype=dtype)
-            outputs.append(forward(batch).numpy())
-
-    if not outputs:
-        return np.zeros((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
-    return np.concatenate(outputs, axis=0).astype(np.float32, copy=False)
-
-
-def _input_dtype(model) -> str:
-    try:
-        dtype = model.inputs[0].dtype
-        return dtype if isinstance(dtype, str) else dtype.name
-    except (AttributeError, IndexError, TypeError):
-        return "float32"
-
-
 # === Label checks ===
 
 
@@ -481,3 +410,236 @@ def check_labels(model_labels: Sequence[str], data_labels: Sequence[str]) -> lis
     if not absent and shared != model_labels:
         found.append("the data lists its classes in a different order than the model; targets are mapped by name")
     return found
+
+
+# === Evaluation of a labelled folder or CSV ===
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What ``evaluate_data`` returns.
+
+    Attributes:
+        dir: Path. The output folder (``metrics.json``, ``report.html``, ``skipped.csv``).
+        metrics: dict. As ``compute_metrics`` returns it (the ``metrics.json`` schema).
+        skipped: list of (path, reason). Files that could not be used.
+        warnings: list of str. Label mismatches (model classes absent from the data) and data warnings.
+        source: str. The folder or CSV evaluated.
+    """
+
+    dir: Path
+    metrics: dict
+    skipped: list
+    warnings: list
+    source: str
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.dir / "report.html"
+
+
+def default_eval_dir(model_path, source) -> Path:
+    """The default output folder of ``inceptune evaluate``: ``RUN_DIR/eval-<data folder or CSV name>``.
+
+    Args:
+        model_path: str or Path. A run folder, or a ``.keras`` file (its folder is used).
+        source: str or Path. The data folder or CSV.
+
+    Returns:
+        Path.
+    """
+    model_path = Path(model_path)
+    base = model_path if model_path.is_dir() else model_path.parent
+    src = Path(os.path.abspath(os.fspath(source)))
+    name = src.name if src.is_dir() else src.stem
+    return base / f"eval-{name or 'data'}"
+
+
+def _scan_labelled(source: str, *, split: str | None, min_side: int, allow_outside: bool, progress: bool):
+    """Lists and validates every image of a class-per-folder directory or a path,label[,split] CSV.
+
+    Unlike ``data.prepare`` nothing is split: all files form one evaluation set (one class is enough), and a
+    CSV's split column only filters rows when ``split`` is given (before validation, so only those rows are
+    read). Listing and validation are the training pipeline's own (``data.scan``).
+
+    Returns:
+        (paths, labels, skipped, warnings, data_root).
+    """
+    if os.path.isdir(source):
+        if split is not None:
+            raise DataError(
+                f"evaluate: --split {split} needs a CSV with a split column, received the folder {source}. "
+                "HINT: drop --split to evaluate every image of the folder."
+            )
+    elif not os.path.isfile(source):
+        raise DataError(
+            f"evaluate: --data {source} does not exist; expected a folder with one sub-folder per class or a CSV "
+            "with a header path,label[,split]."
+        )
+    keep = None if split is None else (lambda path, label, row_split: row_split == split)
+    found = _data.scan(source, min_side=min_side, allow_outside=allow_outside, progress=progress, keep=keep)
+    if split is not None and not found.has_split:
+        raise DataError(
+            f"evaluate: --split {split} was given but {source} has no split column. HINT: drop --split, "
+            "or add a split column (train|val|test)."
+        )
+    candidates = list(found.paths) + [p for p, _ in found.skipped]
+    if not candidates:
+        where = f" in split {split!r}" if split else ""
+        raise DataError(
+            f"evaluate: no image found in {source}{where}; expected one sub-folder per class with images inside "
+            "(or CSV rows path,label). HINT: point --data at the folder that holds the class folders."
+        )
+    root = source if found.kind == "dir" else os.path.commonpath([os.path.dirname(p) for p in candidates])
+    return list(found.paths), list(found.labels), list(found.skipped), list(found.warnings), root
+
+
+def _check_out_dir(out: Path, data_root: str, force: bool) -> None:
+    resolved = Path(os.path.abspath(out))
+    root = Path(os.path.abspath(data_root))
+    if resolved == root or root in resolved.parents:
+        raise InceptuneError(
+            f"evaluate: the output folder {resolved} is inside the data folder {root}; inceptune never writes "
+            "into the data it reads. HINT: pass --out a folder outside the data (e.g. next to the run)."
+        )
+    if resolved.exists() and (not resolved.is_dir() or any(resolved.iterdir())) and not force:
+        raise InceptuneError(
+            f"evaluate: the output folder {resolved} already exists and is not empty; an evaluation never "
+            "overwrites one. HINT: pass --force to write over it, or --out to choose another folder."
+        )
+    if resolved.exists() and not resolved.is_dir():
+        raise InceptuneError(f"evaluate: --out {resolved} is a file, expected a folder. HINT: choose another --out.")
+
+
+def evaluate_data(
+    model_or_path,
+    source,
+    out=None,
+    *,
+    labels: Sequence[str] | None = None,
+    batch_size: int = 32,
+    split: str | None = None,
+    resize: str | None = None,
+    min_side: int = 16,
+    allow_outside: bool = True,
+    force: bool = False,
+    progress: bool = True,
+) -> Evaluation:
+    """Evaluates a model on a labelled folder or CSV and writes ``metrics.json`` and ``report.html``.
+
+    Class names are matched to the model's labels by name (``check_labels``): a class the model does not
+    know is an error; a model class with no image in the data is a warning (its recall is 0, its AUC null).
+
+    Args:
+        model_or_path: keras.Model, train.Run, or str/Path of a run folder or a ``.keras`` file.
+        source: str or Path. A folder with one sub-folder per class, or a CSV ``path,label[,split]``.
+        out: str, Path or None. Output folder. Defaults to None: ``default_eval_dir(model, source)`` for a
+            path, required for a bare model.
+        labels: list of str or None. The model's class names. Defaults to None: its ``labels.json``.
+        batch_size: int >= 1. Images per model call. Defaults to 32.
+        split: str or None. With a CSV that has a split column, evaluate only the rows of this split (e.g.
+            ``test`` of a run's ``manifest.csv``). Defaults to None: every row.
+        resize: str or None. ``stretch``, ``crop`` or ``pad``. Defaults to None: the run's, else ``stretch``.
+        min_side: int. Images whose shorter side is below this are skipped. Defaults to 16.
+        allow_outside: bool. Allow CSV paths outside the CSV's folder. Defaults to True: evaluation only reads
+            the files a CSV lists, and a run's ``manifest.csv`` lists absolute paths.
+        force: bool. Write into an existing non-empty ``out``. Defaults to False.
+        progress: bool. Progress bar while validating large folders. Defaults to True.
+
+    Returns:
+        Evaluation.
+
+    Raises:
+        DataError: the data is missing or empty, has classes the model does not know, or every file is bad.
+        InceptuneError: ``out`` exists (without ``force``) or lies inside the data folder.
+    """
+    if batch_size < 1:
+        raise InceptuneError(f"evaluate: batch_size must be >= 1, received batch_size={batch_size}.")
+    model, found_labels, run_dir = resolve_model(model_or_path)
+    class_names = labels if labels is not None else found_labels
+    if class_names is None:
+        raise InceptuneError(
+            "evaluate: the model's class names are unknown (no labels.json beside it). HINT: pass the run folder, "
+            "put a labels.json (a JSON list of class names in output order) beside the .keras file, or pass labels=."
+        )
+    class_names = model_labels(model, class_names)
+    if out is None:
+        if run_dir is None:
+            raise InceptuneError(
+                "evaluate: out= is required when the model is given as a keras.Model (there is no run folder to "
+                "write into). HINT: pass out='some/folder'.")
+        out = default_eval_dir(run_dir, source)
+    out = Path(out)
+    source = os.path.abspath(os.fspath(source))
+
+    paths, data_labels, skipped, warns, root = _scan_labelled(
+        source, split=split, min_side=min_side, allow_outside=allow_outside, progress=progress)
+    _check_out_dir(out, root, force)
+    if not paths:
+        shown = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+        raise DataError(f"evaluate: none of the {len(skipped)} files in {source} could be used ({shown}).")
+    warns += check_labels(class_names, sorted(set(data_labels)))
+    index = {name: i for i, name in enumerate(class_names)}
+    y_true = np.array([index[lab] for lab in data_labels], dtype=np.int64)
+
+    size = input_size(model, None)
+    resize = resize or run_resize(run_dir)
+    probs = predict_proba(model, _data.files_dataset(paths, batch_size=batch_size, image_size=size, resize=resize))
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", UserWarning)  # the same text lands in metrics["warnings"]
+        metrics = compute_metrics(y_true, probs, class_names, paths=paths)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics(metrics, out / "metrics.json")
+    _write_skipped(out / "skipped.csv", skipped)
+    rows = [{"path": p, "label": lab, "split": "evaluated"} for p, lab in zip(paths, data_labels)]
+    recipe = run_dir / "recipe.yaml" if run_dir is not None and (run_dir / "recipe.yaml").is_file() else None
+    history = run_dir / "history.csv" if run_dir is not None and (run_dir / "history.csv").is_file() else None
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", UserWarning)  # matplotlib's empty-legend notes on classes without images
+        write_report(out, metrics=metrics, history_csv=history, recipe=recipe, manifest_rows=rows,
+                     skipped=skipped, warnings=warns, title=f"inceptune evaluation on {Path(source).name}")
+    return Evaluation(dir=out, metrics=metrics, skipped=skipped, warnings=warns, source=source)
+
+
+def _write_skipped(path: Path, skipped) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "reason"])
+    writer.writerows(skipped)
+    atomic_write_text(path, buf.getvalue())
+
+
+def format_evaluation(ev: Evaluation) -> str:
+    """The short summary ``inceptune evaluate`` prints: headline metrics, then a per-class table.
+
+    Args:
+        ev: Evaluation.
+
+    Returns:
+        str.
+    """
+    m = ev.metrics
+    lines = [
+        f"evaluated {m['num_samples']} images of {ev.source}" + (f" ({len(ev.skipped)} skipped)" if ev.skipped else ""),
+        f"accuracy {m['accuracy']:.4f}   balanced accuracy {m['balanced_accuracy']:.4f}   "
+        f"macro F1 {m['macro_avg']['f1']:.4f}   log loss {m['log_loss']:.4f}",
+        "",
+        f"{'class':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}",
+    ]
+    for name, row in m["per_class"].items():
+        lines.append(f"{name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
+                     f"{row['support']:>8d}")
+    for avg in ("macro_avg", "weighted_avg"):
+        row = m[avg]
+        lines.append(f"{avg.replace('_avg', ' avg'):<20} {row['precision']:>9.4f} {row['recall']:>9.4f} "
+                     f"{row['f1']:>9.4f} {row['support']:>8d}")
+    for w in ev.warnings:
+        lines.append(f"warning: {w}")
+    lines.append(f"metrics: {ev.metrics_path}")
+    lines.append(f"report:  {ev.report_path}")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Export a classifier to ``.keras``, TF SavedModel, TFLite (LiteRT) or ONNX, verify it, and load models safely.
+"""Export a classifier to ``.keras``, TF SavedModel, TFLite (LiteRT) or ONNX, and verify it.
 
 The model given carries its preprocessing (a ``Rescaling`` layer named ``preprocess`` at the input), so every
 export takes raw 0-255 RGB pixels as float32, shape ``(batch, H, W, 3)``. A ``labels.json`` (a JSON list of
@@ -16,10 +16,11 @@ images: the top-1 classes must agree and the largest absolute difference of the 
 | ``tflite`` | ``.tflite`` file | ``tf.lite.TFLiteConverter.from_saved_model`` (builtin ops only) | ``ai_edge_litert`` (else ``tf.lite.Interpreter``) |
 | ``onnx`` | ``.onnx`` file | ``model.export(format="onnx")`` (needs ``onnx``, ``tf2onnx``) | ``onnxruntime`` |
 
+Loading a model or its labels back is ``models.load_model`` / ``models.load_labels``.
+
 Example:
     path = export_model(model, "out/flowers.tflite", format="tflite", labels=["daisy", "rose"])
-    model = load_model("runs/flowers")        # RUN_DIR/model.keras, safe mode on
-    labels = load_labels("runs/flowers")      # RUN_DIR/labels.json
+    check = verify_export(path, "tflite", model)
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -38,14 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from inceptune._io import atomic_write_json
-from inceptune.errors import InceptuneError, ModelLoadError, closest
+from inceptune.errors import InceptuneError, closest
+from inceptune.models import load_labels
 
 __all__ = [
     "FORMATS",
     "ExportCheck",
     "export_model",
-    "load_labels",
-    "load_model",
     "verify_export",
 ]
 
@@ -150,7 +149,7 @@ def export_model(
             )
     labels_path = _labels_path_for(out, format)
     if labels is not None and labels_path.exists() and not force:
-        existing = _read_labels_file(labels_path)
+        existing = load_labels(labels_path)
         if existing != labels:
             raise InceptuneError(
                 f"export: {str(labels_path)!r} already exists with other labels {existing}, received {labels}. "
@@ -349,145 +348,11 @@ def _run_onnx(path: Path, images: np.ndarray) -> np.ndarray:
 _RUNNERS = {"keras": _run_keras, "savedmodel": _run_savedmodel, "tflite": _run_tflite, "onnx": _run_onnx}
 
 
-# === Loading ===
-
-
-def load_model(path, *, compile: bool = False):
-    """Loads a Keras model from a ``.keras`` file or a run folder, with Keras's safe mode on.
-
-    Args:
-        path: str or Path. A ``.keras`` file, or a run folder holding ``model.keras`` (and ``labels.json``,
-            which must then name every output).
-        compile: bool. Restore the optimizer and loss too. Defaults to False (inference and evaluation).
-
-    Returns:
-        keras.Model.
-
-    Raises:
-        ModelLoadError: the path does not exist, is not a ``.keras`` file or run folder, the file is corrupt,
-            safe mode refuses it (e.g. a ``Lambda`` holding Python code), or ``labels.json`` disagrees with it.
-    """
-    import keras
-
-    path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(
-            f"load_model: {str(path)!r} does not exist; expected a .keras file or a run folder holding "
-            "model.keras."
-        )
-    run_dir = None
-    if path.is_dir():
-        if (path / "model.keras").is_file():
-            run_dir, path = path, path / "model.keras"
-        elif (path / "saved_model.pb").is_file():
-            raise ModelLoadError(
-                f"load_model: {str(path)!r} is a TensorFlow SavedModel, an export for serving that Keras cannot "
-                "load back as a trainable model; expected a .keras file or a run folder. HINT: pass the run "
-                "folder or the .keras file it was exported from (or use tf.saved_model.load to serve it)."
-            )
-        else:
-            raise ModelLoadError(
-                f"load_model: the folder {str(path)!r} holds no model.keras; expected a .keras file or a run "
-                "folder written by `inceptune train`."
-            )
-    elif path.suffix != ".keras":
-        raise ModelLoadError(f"load_model: {str(path)!r} cannot be loaded: {_refusal_reason(path.suffix)}")
-
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=compile)
-    except ValueError as err:
-        if "safe_mode" in str(err) or "unsafe" in str(err).lower() or "lambda" in str(err).lower():
-            raise ModelLoadError(
-                f"load_model: Keras safe mode refused {str(path)!r}: it holds Python code (a Lambda layer) that "
-                "would run on load. inceptune loads models with safe mode on only. HINT: rebuild the model "
-                "from stock Keras layers, or register the function with keras.saving.register_keras_serializable."
-                f" Keras said: {err}"
-            ) from err
-        raise ModelLoadError(f"load_model: {str(path)!r} is not a loadable .keras file: {err}") from err
-    except Exception as err:  # corrupt zip, missing custom classes, ...
-        raise ModelLoadError(
-            f"load_model: {str(path)!r} is not a loadable .keras file ({type(err).__name__}: {err})."
-        ) from err
-
-    if run_dir is not None:
-        labels = load_labels(run_dir)
-        outputs = int(model.outputs[0].shape[-1])
-        if labels is not None and len(labels) != outputs:
-            raise ModelLoadError(
-                f"load_model: {str(run_dir / 'labels.json')!r} names {len(labels)} classes but the model has "
-                f"{outputs} outputs. HINT: the run folder is inconsistent; re-export or re-train it."
-            )
-    return model
-
-
-def _refusal_reason(suffix: str) -> str:
-    suffix = suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        return (
-            "legacy HDF5 files are not supported (Keras's safe mode does not cover them). HINT: in a trusted "
-            "session, keras.models.load_model(path) then model.save('model.keras'), and pass the .keras file."
-        )
-    if suffix in (".tflite", ".onnx"):
-        return (
-            f"{suffix} files are inference exports, not Keras models. HINT: pass the .keras file or run folder "
-            "they were exported from."
-        )
-    return (
-        f"expected a .keras file or a run folder, received a file with suffix {suffix or '(none)'!r}. HINT: save "
-        "the model with model.save('model.keras')."
-    )
-
-
-def load_labels(path) -> list[str] | None:
-    """Reads the class names stored with a model: ``labels.json`` in a run or SavedModel folder, or beside a file.
-
-    Args:
-        path: str or Path. A ``labels.json`` file, a folder holding one, or an exported/saved model file
-            (its sibling ``labels.json`` is read).
-
-    Returns:
-        list of str, or None when there is no ``labels.json``.
-
-    Raises:
-        ModelLoadError: the file is not a JSON list of unique strings (a ``{"labels": [...]}`` object is also
-            accepted).
-    """
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "labels.json"
-    elif path.name.endswith(".json"):
-        candidate = path
-    else:
-        candidate = path.parent / "labels.json"
-    if not candidate.is_file():
-        return None
-    return _read_labels_file(candidate)
-
-
-def _read_labels_file(path: Path) -> list[str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"labels: {str(path)!r} is not readable JSON: {err}.") from err
-    if isinstance(data, dict) and "labels" in data:
-        data = data["labels"]
-    if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
-        raise ModelLoadError(
-            f"labels: {str(path)!r} must hold a JSON list of class names (strings), received "
-            f"{type(data).__name__}: {str(data)[:80]}."
-        )
-    if len(set(data)) != len(data):
-        raise ModelLoadError(f"labels: {str(path)!r} lists a class name twice: {data}.")
-    return data
-
-
 # === Files ===
 
 
 def _labels_path_for(out: Path, format: str) -> Path:
     return out / "labels.json" if format == "savedmodel" else out.parent / "labels.json"
-
-
 
 
 def _remove(path: Path) -> None:

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from inceptune.architectures import PREPROCESS_LAYER, BlockMap, block_map
+from inceptune.choices import BATCHNORM_POLICIES
 from inceptune.errors import SelectorError
 from inceptune.selectors import resolve
 
@@ -28,7 +29,6 @@ __all__ = ["freeze", "unfreeze", "apply_trainable", "FreezeReport", "BlockRow", 
 #         inside unfrozen blocks. The safe default for fine-tuning on small data.
 # follow: BN layers follow their selection like any other layer.
 # train:  BN layers always train (batch statistics, moving statistics updated), even in frozen blocks.
-BATCHNORM_POLICIES = ("frozen", "follow", "train")
 
 
 def _count(variables) -> int:

@@ -21,15 +21,22 @@ __all__ = [
     "closure",
     "invert",
     "descendants",
-    "topological_layers",
+    "model_nodes",
     "rebuild",
     "copy_weights",
     "output_shape",
 ]
 
 
-def _model_nodes(model) -> list:
-    """Returns the model's nodes, inputs first (topological order)."""
+def model_nodes(model) -> list:
+    """The nodes of a functional model (one per layer call), inputs first.
+
+    Args:
+        model: keras.Model. A functional model.
+
+    Returns:
+        list of keras Node, in topological order (deepest first, as ``model._nodes_by_depth`` orders them).
+    """
     nodes_by_depth = model._nodes_by_depth  # stable across Keras 3.x
     out = []
     for depth in sorted(nodes_by_depth.keys(), reverse=True):
@@ -47,7 +54,7 @@ def parents(model) -> "OrderedDict[str, list[str]]":
         An ordered dict in topological order (inputs first).
     """
     graph: OrderedDict[str, list[str]] = OrderedDict()
-    for node in _model_nodes(model):
+    for node in model_nodes(model):
         op = node.operation
         if op is None:
             continue
@@ -93,11 +100,6 @@ def ancestors(model, name: str, *, graph=None) -> set[str]:
 def descendants(model, name: str, *, graph=None) -> set[str]:
     """Names of ``name`` and every layer downstream of it."""
     return closure(name, graph if graph is not None else children(model))
-
-
-def topological_layers(model) -> list[str]:
-    """Layer names in topological order (inputs first)."""
-    return list(parents(model).keys())
 
 
 def output_shape(layer) -> tuple:
@@ -177,7 +179,7 @@ def rebuild(
 
     def run(sub, sub_inputs):
         tensors = {id(x): y for x, y in zip(sub.inputs, sub_inputs)}
-        for node in _model_nodes(sub):
+        for node in model_nodes(sub):
             op = node.operation
             if op is None or node.is_input:
                 continue

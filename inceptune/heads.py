@@ -14,11 +14,11 @@ from keras import layers
 
 from inceptune import graph as _graph
 from inceptune.architectures import PREPROCESS_LAYER, preprocess_mode, preprocessing_layer
+from inceptune.choices import POOLINGS
 from inceptune.errors import InceptuneError
 
 __all__ = ["HeadSpec", "head_spec", "add_head", "build_classifier"]
 
-_POOLING = ("avg", "max", "flatten")
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def head_spec(head) -> HeadSpec:
     dense = d.get("dense") or ()
     spec = HeadSpec(pooling=d.get("pooling", "avg"), dense=tuple(int(u) for u in dense),
                     dropout=float(d.get("dropout", 0.0) or 0.0), activation=d.get("activation", "softmax"))
-    if spec.pooling not in _POOLING:
-        raise InceptuneError(f"head pooling must be one of {', '.join(_POOLING)}. Received: pooling={spec.pooling!r}.")
+    if spec.pooling not in POOLINGS:
+        raise InceptuneError(f"head pooling must be one of {', '.join(POOLINGS)}. Received: pooling={spec.pooling!r}.")
     if not 0.0 <= spec.dropout < 1.0:
         raise InceptuneError(f"head dropout must be in [0, 1). Received: dropout={spec.dropout}.")
     return spec

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from inceptune.choices import SCHEDULES
+
 __all__ = ["lr_at", "ScheduleSpec", "scale_updates"]
 
 
@@ -62,7 +64,7 @@ def lr_at(step: int, spec: ScheduleSpec) -> float:
         return 0.5 * spec.base_lr * (1.0 + math.cos(math.pi * t / spec.decay_steps))
     if spec.schedule == "exponential":
         return spec.base_lr * spec.decay_rate ** (t / spec.decay_steps)
-    raise ValueError(f"unknown schedule {spec.schedule!r}. Allowed: constant, cosine, exponential.")
+    raise ValueError(f"unknown schedule {spec.schedule!r}. Allowed: {', '.join(SCHEDULES)}.")
 
 
 def scale_updates(optimizer, multipliers: dict, variables=()) -> None:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import keras
 
-from inceptune.architectures import PREPROCESS_LAYER, BlockMap, block_map
+from inceptune import graph as _graph
+from inceptune.architectures import BlockMap, block_map
 from inceptune.errors import SelectorError, closest
 
 __all__ = ["parse", "select", "resolve", "SelectorWarning", "Node"]
@@ -213,8 +214,6 @@ def parse(text: str) -> Node:
 
 class _Context:
     def __init__(self, model, bmap: BlockMap | None):
-        from inceptune import graph as _graph
-
         self.model = model
         self.bmap = bmap or block_map(model)
         self.names = [layer.name for layer in model.layers]
@@ -374,8 +373,3 @@ def select(model, selector: str) -> list:
     """
     names = resolve(model, selector)
     return [layer for layer in model.layers if layer.name in names]
-
-
-def preprocess_layer_names(model) -> set[str]:
-    """Layers that must never train (the input preprocessing)."""
-    return {layer.name for layer in model.layers if layer.name == PREPROCESS_LAYER}

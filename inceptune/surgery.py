@@ -25,7 +25,9 @@ from keras import layers
 
 from inceptune import blocks as _blocks
 from inceptune import graph as _graph
+from inceptune.architectures import block_map
 from inceptune.errors import SurgeryError, closest
+from inceptune.heads import add_head
 
 __all__ = ["INITS", "MERGES", "PROJECTIONS", "add_skip", "insert_after", "replace_head"]
 
@@ -70,8 +72,6 @@ def _resolve(model, name: str, role: str) -> str:
     layer_names = [layer.name for layer in model.layers]
     if name in layer_names:
         return name
-    from inceptune.architectures import block_map
-
     bmap = block_map(model)
     if name in bmap.outputs:
         return bmap.outputs[name]
@@ -484,8 +484,6 @@ def _head_cut(model) -> tuple[str | None, set[str]]:
     graph = _graph.parents(model)
     head = {n for n in graph if n.startswith("head_")}
     if not head:
-        from inceptune.architectures import block_map
-
         bmap = block_map(model)
         head = set(bmap.head_layers)
     out_names = {t._keras_history.operation.name for t in model.outputs}
@@ -522,8 +520,6 @@ def replace_head(model, num_classes: int, head=None, *, name: str | None = None)
     Example:
         >>> model = replace_head(model, num_classes=10, head={"dense": [256]})
     """
-    from inceptune.heads import add_head
-
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
         raise SurgeryError(f"a classification head needs an integer number of classes >= 2. "
                            f"Received: num_classes={num_classes!r}.")

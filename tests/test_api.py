@@ -1,19 +1,45 @@
+import importlib
+import importlib.util
 import inspect
+import pkgutil
 
 import inceptune as it
 
 
-def test_public_names_resolve():
+def test_public_names_resolve_to_what_the_export_table_says():
     for name in it.__all__:
-        assert getattr(it, name) is not None, name
+        module = it._EXPORTS[name]
+        value = getattr(it, name)
+        if module is None:  # a module exported as itself (`it.blocks`)
+            assert inspect.ismodule(value) and value.__name__ == f"inceptune.{name}", name
+            continue
+        source = importlib.import_module(f"inceptune.{module}")
+        assert value is getattr(source, name), name
+        assert name in source.__all__, f"{name} is not in inceptune.{module}.__all__"
+        if inspect.isfunction(value) or inspect.isclass(value):
+            assert value.__name__ == name, name
+            assert value.__module__.startswith(f"inceptune.{module}"), (name, value.__module__)
 
 
-def test_train_and_predict_are_functions_even_after_their_modules_are_imported():
-    import inceptune.predict  # noqa: F401
-    import inceptune.train  # noqa: F401
+def test_no_module_is_named_like_an_exported_function():
+    modules = {m.name.rsplit(".", 1)[-1] for m in pkgutil.walk_packages(it.__path__, "inceptune.")}
+    clashes = {name for name, module in it._EXPORTS.items() if module is not None and name in modules}
+    assert clashes == set()
 
+
+def test_train_and_predict_are_functions_even_after_every_module_is_imported():
+    for m in pkgutil.walk_packages(it.__path__, "inceptune."):
+        importlib.import_module(m.name)
     assert inspect.isfunction(it.train) and inspect.isfunction(it.predict)
-    assert it.train.__module__ == "inceptune.train"
+    assert it.train.__module__ == "inceptune.training.runner"
+    assert it.predict.__module__ == "inceptune.prediction"
+
+
+def test_dir_lists_the_public_names_once():
+    names = dir(it)
+    assert len(names) == len(set(names))
+    assert set(it.__all__) <= set(names)
+    assert not {"annotations", "importlib", "_importlib"} & set(names)
 
 
 def test_documented_defaults_match_signatures():

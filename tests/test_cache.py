@@ -8,7 +8,7 @@ from inceptune.data import DataConfig, SplitConfig, prepare
 from inceptune.freezing import unfreeze
 from inceptune.heads import build_classifier
 from inceptune.recipe import load_recipe
-from inceptune.train import train
+from inceptune.training import train
 
 from helpers import make_image_folder, mini_recipe
 

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from inceptune.cli import main
-from inceptune.train import train
+from inceptune.training import train
 
 from helpers import make_image_folder, mini_recipe
 

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -18,8 +19,8 @@ import pytest
 from PIL import Image
 
 from inceptune import data as D
-from inceptune.data import DataConfig, SplitConfig, prepare
-from inceptune.errors import DataError, RecipeError
+from inceptune.data import DataConfig, SplitConfig, prepare, sources, splits
+from inceptune.errors import DataError
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -252,14 +253,14 @@ def test_load_image_raises_data_error_with_the_reason(corpus):
 def test_threads_and_serial_validation_agree(corpus):
     root, kinds, _, _ = corpus
     paths = sorted(os.path.join(str(root), rel) for rel in kinds)
-    assert D._inspect_all(paths, 16, executor="thread") == D._inspect_all(paths, 16, executor="serial")
+    assert sources.inspect_all(paths, 16, executor="thread") == sources.inspect_all(paths, 16, executor="serial")
 
 
 def test_progress_bar_only_on_a_terminal_and_large_folders(monkeypatch):
-    monkeypatch.setattr(D.sys.stderr, "isatty", lambda: True, raising=False)
-    assert D._show_progress(True, 200) and not D._show_progress(True, 199) and not D._show_progress(False, 500)
-    monkeypatch.setattr(D.sys.stderr, "isatty", lambda: False, raising=False)
-    assert not D._show_progress(True, 500)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert sources._show_progress(True, 200) and not sources._show_progress(True, 199) and not sources._show_progress(False, 500)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert not sources._show_progress(True, 500)
 
 
 def test_ignored_entries_are_counted_not_skipped(corpus):
@@ -316,68 +317,6 @@ def test_summary_reports_skips_by_kind(corpus):
         f"test {sum(c['test'].values())}); skipped 11: 2 decompression bomb, 2 not an image, 2 truncated, "
         f"2 unreadable, 1 corrupt, 1 empty file, 1 too small; {len(data.leaks)} near-duplicate pair(s) across "
         f"splits")
-
-
-# === Recipe section ===
-
-
-def test_data_config_defaults_and_parsing():
-    cfg = D.data_config_from_dict({"dir": "imgs"})
-    assert cfg == DataConfig(dir="imgs")
-    assert (cfg.resize, cfg.balance, cfg.augment, cfg.min_side, cfg.batch_size) == ("stretch", "none", "none", 16, 32)
-    assert cfg.split == SplitConfig(val=0.15, test=0.15, seed=0, method="stable-hash")
-    cfg = D.data_config_from_dict({
-        "csv": "a.csv", "image_size": 299, "resize": "pad", "split": {"val": 0.1, "test": 0, "method": "stratified"},
-        "augment": [{"flip": "horizontal"}, {"rotation": 40}], "balance": "oversample", "allow_outside": True,
-    })
-    assert cfg.split == SplitConfig(val=0.1, test=0.0, seed=0, method="stratified")
-    assert cfg.augment == [{"flip": "horizontal"}, {"rotation": 40}]
-    assert cfg.to_dict()["split"] == {"val": 0.1, "test": 0.0, "seed": 0, "method": "stratified"}
-
-
-@pytest.mark.parametrize("cls", [DataConfig, SplitConfig])
-def test_documented_defaults_match_the_dataclass(cls):
-    import re
-
-    args = cls.__doc__.split("Args:")[1]
-    entries = re.split(r"\n {8}(?=\w+: )", args)
-    documented = {}
-    for e in entries:
-        m = re.match(r"(\w+): .*?Defaults to\s+(.+?)\.(?:\s|$)", e.strip(), re.S)
-        if m:
-            documented[m.group(1)] = m.group(2).strip("`")
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-    assert len(documented) == {DataConfig: 6, SplitConfig: 4}[cls]
-    assert all(str(defaults[k]) == v for k, v in documented.items()), (documented, defaults)
-
-
-@pytest.mark.parametrize("d, message", [
-    ({"dir": "x", "split": {"val": "x"}}, 'data.split.val: expected a number between 0 and 1, got "x"'),
-    ({"dir": "x", "splt": {}}, "data.splt: unknown key; allowed keys are dir, csv, manifest, image_size, "
-                               "resize, split, augment, balance, min_side, allow_outside, batch_size. "
-                               "HINT: did you mean split"),
-    ({"dir": "x", "csv": "y"}, "data: expected exactly one of dir, csv or manifest, got dir, csv"),
-    ({"image_size": 299}, "data: expected exactly one of dir, csv or manifest, got none of them"),
-    ({"dir": "x", "image_size": True}, "data.image_size: expected a positive integer (pixels) or null, got true"),
-    ({"dir": "x", "balance": "class_weight"}, 'data.balance: expected one of none | class-weight | oversample, '
-                                              'got "class_weight". HINT: did you mean class-weight?'),
-    ({"dir": "x", "split": {"method": "hash"}}, 'data.split.method: expected one of stable-hash | stratified'),
-    ({"dir": "x", "split": {"val": 0.5, "test": 0.5}}, "data.split: val + test must leave images for training"),
-    ({"dir": "x", "augment": "strong"}, 'data.augment: expected a preset none | light | standard | heavy or a list'),
-    ({"dir": "x", "augment": [{"rotate": 40}]}, "data.augment[0].rotate: unknown augmentation op; allowed ops are "
-                                                "flip, rotation, translation, zoom, shear, contrast, brightness. "
-                                                "HINT: did you mean rotation?"),
-    ({"dir": "x", "augment": [{"rotation": 400}]}, "data.augment[0].rotation: expected maximum angle in degrees, "
-                                                   "e.g. 40, got 400"),
-    ({"dir": "x", "allow_outside": "yes"}, 'data.allow_outside: expected true or false, got "yes"'),
-    ({"dir": "x", "augment": [{"rotation": {"degres": 40}}]}, "data.augment[0].rotation: expected a mapping "
-                                                             "{degrees: ...} with an optional fill_mode, got "
-                                                             "{'degres': 40}"),
-])
-def test_data_config_errors_name_the_key(d, message):
-    with pytest.raises(RecipeError) as e:
-        D.data_config_from_dict(d)
-    assert str(e.value).startswith(message), str(e.value)
 
 
 # === Splits (pure: names, labels and hashes only) ===
@@ -443,7 +382,7 @@ def test_too_few_images_is_fatal_and_says_what_to_change():
 def test_stable_hash_missing_split_is_reported():
     # 10 names whose stable hashes put none in test: found by scanning names, so the test is deterministic.
     cand = [f"x{i}.jpg" for i in range(400)]
-    no_test = [p for p in cand if D._split_of_fraction(D._hash_fraction(p, 0), 0.15, 0.15) != "test"][:10]
+    no_test = [p for p in cand if splits._split_of_fraction(splits._hash_fraction(p, 0), 0.15, 0.15) != "test"][:10]
     paths = _names("a", 50) + no_test
     hint = r"HINT: use data.split.method: stratified, add images to 'b', or set data.split.test: 0$"
     with pytest.raises(DataError, match=r"class 'b' has 10 valid image\(s\) but none in test .*" + hint):
@@ -556,7 +495,7 @@ def test_exact_duplicates_share_a_split_and_near_duplicate_leak_is_warned(tmp_pa
     data = prepare(DataConfig(csv=str(tmp_path / "d/list.csv")), progress=False)
     assert data.skipped == [(tree["a"][1], "repeated: listed again on line 20 of the CSV (first on line 3)")]
     assert data.leaks == [(tree["b"][1], near, data.leaks[0][2])]
-    assert data.leaks[0][2] <= D.NEAR_DUPLICATE_DISTANCE
+    assert data.leaks[0][2] <= splits.NEAR_DUPLICATE_DISTANCE
     assert any(w.startswith("leakage: 1 near-duplicate pair(s) across splits") for w in data.warnings)
     assert any(w.startswith("leakage: 1 group(s) of identical files span several splits") for w in data.warnings)
     s = D.format_summary(D.summary(str(tmp_path / "d/list.csv"), progress=False))
@@ -575,11 +514,11 @@ def test_near_duplicate_pairs_match_brute_force():
         hashes.append(base[i] ^ flip)
     hashes = [int(h) for h in hashes]
     lumas = [100.0] * len(hashes)
-    got = D._near_duplicate_pairs(hashes, lumas)
+    got = splits.near_duplicate_pairs(hashes, lumas)
     brute = [(i, j, bin(hashes[i] ^ hashes[j]).count("1")) for i in range(len(hashes))
              for j in range(i + 1, len(hashes)) if bin(hashes[i] ^ hashes[j]).count("1") <= 4]
     assert got == brute and len(brute) >= 10
-    assert D._near_duplicate_pairs(hashes[:2] + hashes[:1], [0.0, 0.0, 200.0]) == []  # brightness differs
+    assert splits.near_duplicate_pairs(hashes[:2] + hashes[:1], [0.0, 0.0, 200.0]) == []  # brightness differs
 
 
 def test_manifest_round_trip(tmp_path):

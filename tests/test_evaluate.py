@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import warnings
 
@@ -178,50 +177,6 @@ def test_write_metrics_is_atomic_json(tmp_path):
     with pytest.raises(ValueError):
         evaluate.write_metrics({"x": float("nan")}, out)
     assert json.loads(out.read_text())["accuracy"] == m["accuracy"]  # the old file survived the failed write
-
-
-def _tiny_model(num_classes=3):
-    import keras
-
-    inp = keras.Input((16, 16, 3), name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
-    x = keras.layers.Conv2D(4, 3, name="conv")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    out = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inp, out, name="tiny")
-
-
-def test_predict_proba_matches_model_on_arrays_and_datasets():
-    import tensorflow as tf
-
-    model = _tiny_model()
-    images = np.random.default_rng(0).integers(0, 256, size=(10, 16, 16, 3)).astype("float32")
-    ref = model(images, training=False).numpy()
-    got = evaluate.predict_proba(model, images, batch_size=4)
-    assert got.shape == (10, 3) and got.dtype == np.float32
-    np.testing.assert_allclose(got, ref, atol=1e-6)
-    labels = np.arange(10) % 3
-    batched = tf.data.Dataset.from_tensor_slices((images.astype("uint8"), labels)).batch(3)
-    np.testing.assert_allclose(evaluate.predict_proba(model, batched), ref, atol=1e-6)
-    unbatched = tf.data.Dataset.from_tensor_slices(images)
-    np.testing.assert_allclose(evaluate.predict_proba(model, unbatched, batch_size=6), ref, atol=1e-6)
-    assert evaluate.predict_proba(model, images[:0]).shape == (0, 3)
-
-
-def test_predict_proba_caches_one_function_per_model_and_frees_it():
-    model = _tiny_model()
-    images = np.zeros((8, 16, 16, 3), dtype="float32")
-    evaluate.predict_proba(model, images, batch_size=4)
-    fn = evaluate._COMPILED[model]
-    traces = fn.experimental_get_tracing_count()
-    evaluate.predict_proba(model, images, batch_size=4)
-    evaluate.predict_proba(model, images[:4], batch_size=4)
-    assert evaluate._COMPILED[model] is fn
-    assert fn.experimental_get_tracing_count() == traces  # same shapes: no retrace
-    before = len(evaluate._COMPILED)
-    del model, fn
-    gc.collect()
-    assert len(evaluate._COMPILED) == before - 1
 
 
 def test_check_labels_errors_and_warnings():

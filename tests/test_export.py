@@ -1,4 +1,4 @@
-"""Tests for inceptune.export: every available format round-trips through its own runtime; safe loading."""
+"""Tests for inceptune.export: every available format round-trips through its own runtime."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from inceptune import export
-from inceptune.errors import InceptuneError, ModelLoadError
+from inceptune import export, models
+from inceptune.errors import InceptuneError
 
 LABELS = ["daisy", "rose", "tulip"]
 
@@ -58,7 +58,7 @@ def test_round_trip_every_format(tmp_path, fmt):
     assert out == tmp_path / "exp" / _SUFFIX[fmt] and out.exists()
     labels_file = out / "labels.json" if fmt == "savedmodel" else out.parent / "labels.json"
     assert json.loads(labels_file.read_text()) == LABELS
-    assert export.load_labels(out) == LABELS
+    assert models.load_labels(out) == LABELS
     # No partial file left behind.
     expected = [out.name] if fmt == "savedmodel" else ["labels.json", out.name]
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(expected)
@@ -109,7 +109,7 @@ def test_never_overwrites_without_force(tmp_path):
         export.export_model(model, target, "keras")
     assert target.read_text() == "precious"
     export.export_model(model, target, "keras", labels=LABELS, force=True)
-    assert export.load_model(target).count_params() == model.count_params()
+    assert models.load_model(target).count_params() == model.count_params()
     # A labels.json with other labels is refused too.
     with pytest.raises(InceptuneError, match=r"labels.json' already exists with other labels"):
         export.export_model(model, tmp_path / "second.keras", "keras", labels=["a", "b", "c"])
@@ -134,55 +134,3 @@ def test_missing_converter_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(InceptuneError, match=r"missing: \['tf2onnx'\]\. HINT: pip install \"inceptune\[export\]\""):
         export.export_model(_classifier(), tmp_path / "m.onnx", "onnx")
     assert not (tmp_path / "m.onnx").exists()
-
-
-def test_load_model_from_run_dir_and_file(tmp_path):
-    model = _classifier()
-    run = tmp_path / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
-    (run / "labels.json").write_text(json.dumps(LABELS))
-    loaded = export.load_model(run)
-    images = _images(3)
-    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
-    assert export.load_labels(run) == LABELS
-    assert export.load_model(run / "model.keras").name == "tiny_classifier"
-    (run / "labels.json").write_text(json.dumps({"labels": ["a", "b"]}))
-    with pytest.raises(ModelLoadError, match=r"names 2 classes but the model has 3 outputs"):
-        export.load_model(run)
-
-
-def test_load_model_refusals(tmp_path):
-    import keras
-
-    with pytest.raises(ModelLoadError, match=r"does not exist"):
-        export.load_model(tmp_path / "nope.keras")
-    h5 = tmp_path / "old.h5"
-    h5.write_bytes(b"\x89HDF")
-    with pytest.raises(ModelLoadError, match=r"legacy HDF5 files are not supported"):
-        export.load_model(h5)
-    with pytest.raises(ModelLoadError, match=r"holds no model.keras"):
-        export.load_model(tmp_path)
-    saved = export.export_model(_classifier(), tmp_path / "sm", "savedmodel")
-    with pytest.raises(ModelLoadError, match=r"is a TensorFlow SavedModel"):
-        export.load_model(saved)
-    corrupt = tmp_path / "corrupt.keras"
-    corrupt.write_bytes(b"not a zip file")
-    with pytest.raises(ModelLoadError, match=r"is not a loadable .keras file"):
-        export.load_model(corrupt)
-
-    inp = keras.Input((4,))
-    out = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inp)
-    keras.Model(inp, out).save(tmp_path / "lambda.keras")
-    with pytest.raises(ModelLoadError, match=r"safe mode refused .*lambda.keras"):
-        export.load_model(tmp_path / "lambda.keras")
-
-
-def test_load_labels_variants(tmp_path):
-    assert export.load_labels(tmp_path) is None
-    (tmp_path / "labels.json").write_text('{"0": "a"}')
-    with pytest.raises(ModelLoadError, match=r"must hold a JSON list of class names"):
-        export.load_labels(tmp_path / "model.tflite")
-    (tmp_path / "labels.json").write_text('["a", "a"]')
-    with pytest.raises(ModelLoadError, match=r"lists a class name twice"):
-        export.load_labels(tmp_path)

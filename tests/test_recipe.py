@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import inspect
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -14,11 +14,25 @@ import yaml
 
 from inceptune import recipe as R
 from inceptune.errors import RecipeError
-from inceptune.recipe import (CacheConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig, Recipe, SkipConfig,
-                              Stage, apply_overrides, dump_recipe, load_recipe, recipe_to_dict)
+from inceptune.recipe import (
+    CacheConfig,
+    EarlyStopping,
+    HeadConfig,
+    InsertConfig,
+    ModelConfig,
+    Recipe,
+    SkipConfig,
+    Stage,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    recipe_to_dict,
+    sections,
+)
+from inceptune.recipe.checks import show
+from inceptune.recipe.yaml_format import RecipeLoader
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-HAS_DATA = importlib.util.find_spec("inceptune.data") is not None
 
 DESIGN_EXAMPLE = """\
 data:
@@ -82,14 +96,14 @@ def test_minimal_recipe_gets_the_documented_defaults(images):
 
 
 def test_yaml_keys_are_the_dataclass_fields_and_each_is_documented():
-    for cls, keys in [(ModelConfig, R._MODEL_KEYS), (HeadConfig, R._HEAD_KEYS), (Stage, R._STAGE_KEYS),
-                      (EarlyStopping, R._EARLY_KEYS), (CacheConfig, R._CACHE_KEYS), (InsertConfig, R._INSERT_KEYS),
-                      (Recipe, R._TOP_KEYS)]:
+    for cls, keys in [(ModelConfig, sections._MODEL_KEYS), (HeadConfig, sections._HEAD_KEYS), (Stage, sections._STAGE_KEYS),
+                      (EarlyStopping, sections._EARLY_KEYS), (CacheConfig, sections._CACHE_KEYS), (InsertConfig, sections._INSERT_KEYS),
+                      (Recipe, sections.TOP_KEYS)]:
         assert tuple(f.name for f in dataclasses.fields(cls)) == keys, cls.__name__
         for key in keys:
             assert re.search(rf"^\s+{key}: ", cls.__doc__, re.M), f"{cls.__name__} docstring lacks {key}"
     assert [f.name for f in dataclasses.fields(SkipConfig)] == ["src", "dst", "merge"]
-    assert R._SKIP_KEYS == ("from", "to", "merge")
+    assert sections._SKIP_KEYS == ("from", "to", "merge")
 
 
 def test_insert_block_parameters_match_the_block_functions():
@@ -118,7 +132,7 @@ def test_examples_load(name):
     first_line = path.read_text(encoding="utf-8").splitlines()[0]
     assert first_line.startswith("# Replaces the seed"), first_line
     r = load_recipe(path)
-    data = R._data_to_dict(r.data)
+    data = r.data.to_dict()
     assert data["dir"] == str(EXAMPLES / "images")  # relative to the recipe file, not to the current folder
     expected = {
         "feature_extractor": [("head", "head", 0.001, "constant")],
@@ -144,7 +158,7 @@ def test_examples_load_with_the_test_overrides(tmp_path, images):
                     ["model.backbone=inception_mini", "model.weights=none", f"data.dir={images}",
                      "stages[0].epochs=1", "stages[1].epochs=1", "stages[1].train=head,from:mixed3"])
     assert (r.model.backbone, r.model.weights) == ("inception_mini", None)
-    assert R._data_to_dict(r.data)["dir"] == str(images)
+    assert r.data.to_dict()["dir"] == str(images)
     assert [(s.epochs, s.train) for s in r.stages] == [(1, "head"), (1, "head,from:mixed3")]
 
 
@@ -164,7 +178,7 @@ def test_yaml_reads_exponent_numbers_as_floats(tmp_path, images):
     assert (r.stages[0].weight_decay, r.stages[0].momentum, r.stages[1].decay_rate) == (1e-5, 0.5, 0.5)
     assert r.stages[2].name == "1e3"  # quoted: still a string
     assert yaml.safe_load("lr: 1e-4") == {"lr": "1e-4"}  # why the custom loader exists
-    assert yaml.load("a: 1e-4\nb: 1e4\nc: 10\nd: 1.5\ne: 0x1F\nf: off", Loader=R._RecipeLoader) == {
+    assert yaml.load("a: 1e-4\nb: 1e4\nc: 10\nd: 1.5\ne: 0x1F\nf: off", Loader=RecipeLoader) == {
         "a": 1e-4, "b": 1e4, "c": 10, "d": 1.5, "e": 31, "f": False}
 
 
@@ -215,9 +229,9 @@ def test_relative_data_dir_is_relative_to_the_recipe_file(tmp_path, images, monk
     sub.mkdir()
     path = _write(sub, "data: {dir: ../images}\nstages: [{name: a, train: head, epochs: 1, lr: 0.1}]\n")
     monkeypatch.chdir(images)  # the current folder does not matter for paths written in the file
-    assert R._data_to_dict(load_recipe(path).data)["dir"] == str(images)
+    assert load_recipe(path).data.to_dict()["dir"] == str(images)
     # ... but does for paths given by --set
-    assert R._data_to_dict(load_recipe(path, ["data.dir=cats"]).data)["dir"] == str(images / "cats")
+    assert load_recipe(path, ["data.dir=cats"]).data.to_dict()["dir"] == str(images / "cats")
 
 
 # === Mistakes: each gives its key path, what is allowed, what was received and the fix ===
@@ -495,8 +509,7 @@ def test_missing_file_empty_file_and_not_a_mapping(tmp_path):
         "the recipe, got a list.")
 
 
-@pytest.mark.skipif(not HAS_DATA, reason="inceptune.data is not written yet")
-def test_data_section_mistakes_go_through_data_config_from_dict(tmp_path, images):
+def test_data_section_mistakes_are_checked_like_every_section(tmp_path, images):
     d = _minimal(images)
     d["data"]["split"] = {"val": 1.5}
     assert _error(d).startswith("data.split.val: expected a number between 0 and 1, got 1.5")
@@ -509,11 +522,10 @@ def test_data_section_mistakes_go_through_data_config_from_dict(tmp_path, images
     d["data"]["split"] = {"val": 0.2, "tset": 0.1}
     assert _error(d).startswith('data.split.tset: unknown key')
     path = _write(tmp_path, yaml.safe_dump({**_minimal(images), "data": {"dir": "images", "balance": "weights"}}))
-    assert _error(path).startswith(f'{path}: data.balance: expected one of none | class-weight | oversample, '
-                                   'got "weights"')
+    assert _error(path).startswith(f'{path}: data.balance: unknown balance mode "weights". Allowed: none, '
+                                   'class-weight, oversample.')
 
 
-@pytest.mark.skipif(not HAS_DATA, reason="inceptune.data is not written yet")
 def test_data_section_values_and_paths(tmp_path, images):
     path = _write(tmp_path, DESIGN_EXAMPLE)
     data = load_recipe(path).data
@@ -558,7 +570,7 @@ def test_overrides_apply_before_validation(tmp_path, images):
 
 def test_data_override(images):
     r = load_recipe(_minimal(images), ["data.split.val=0.2"])
-    assert R._data_to_dict(r.data)["split"]["val"] == 0.2
+    assert r.data.to_dict()["split"]["val"] == 0.2
 
 
 def test_override_appends_a_stage(images):
@@ -586,7 +598,7 @@ def test_override_mistakes(images):
         "HINT: set stages[0].lr itself, e.g. --set stages[0].lr=VALUE.")
     assert _error(d, ["stages[0][1]=x"]) == (
         "--set stages[0][1]=x: stages[0] is a mapping, not a list, so it has no [1].")
-    assert _error(d, ["data.dir.x=1"]) == (f"--set data.dir.x=1: data.dir is a string ({R._show(str(images))}), not a "
+    assert _error(d, ["data.dir.x=1"]) == (f"--set data.dir.x=1: data.dir is a string ({show(str(images))}), not a "
                                            "mapping. HINT: set data.dir itself, e.g. --set data.dir=VALUE.")
     assert _error(d, ["stages[0].lr_mult.from:mixed9=0.1"]).startswith(
         "--set stages[0].lr_mult.from:mixed9=0.1: unexpected \":\" at position 22 in the key. HINT: keys containing "
@@ -667,7 +679,7 @@ def test_dump_is_atomic(tmp_path, images, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(R.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         dump_recipe(r2, target)
     assert target.read_bytes() == before  # the old file is intact

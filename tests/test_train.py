@@ -17,7 +17,7 @@ from inceptune.errors import InceptuneError, RecipeError
 from inceptune.heads import build_classifier
 from inceptune.recipe import load_recipe
 from inceptune.schedules import ScheduleSpec, lr_at
-from inceptune.train import compile_stage, train
+from inceptune.training import compile_stage, train
 
 from helpers import make_image_folder, mini_recipe
 
@@ -262,10 +262,10 @@ def test_checkpoints_store_a_base_then_only_what_changed(small_dir, tmp_path):
     stored = {int(k[1:]) for k in last.files}
     assert stored and stored <= head_positions  # the frozen backbone is not written again
     # the trainer's reader restores base + changes into a fresh model
-    from inceptune.train import _Weights
+    from inceptune.training import CheckpointWeights
 
     model = build_classifier(build_inception_mini(), len(run.labels), {"dense": [], "dropout": 0.0})
-    _Weights(model, ckpt, state["base"]).load(state["weights"])
+    CheckpointWeights(model, ckpt, state["base"]).load(state["weights"])
     expected = {i: (last[f"v{i}"] if i in stored else base[f"v{i}"]) for i in range(len(weights))}
     for i, v in enumerate(model.weights):
         np.testing.assert_array_equal(v.numpy(), expected[i])

@@ -1,5 +1,4 @@
-"""Tests for inceptune.predict: files and folders, bad files skipped with reasons, top-k, the compiled path,
-and evaluate_data on a labelled folder (metrics equal scikit-learn's on the same predictions)."""
+"""Tests for inceptune.prediction: files and folders, bad files skipped with reasons, top-k, the compiled path."""
 
 from __future__ import annotations
 
@@ -12,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inceptune import evaluate as _evaluate
+from inceptune import prediction as _prediction
 from inceptune.data import load_image
-from inceptune.errors import DataError, InceptuneError
-from inceptune.predict import collect_images, evaluate_data, predict
+from inceptune.errors import InceptuneError
+from inceptune.prediction import collect_images, predict
 
 from helpers import make_image_folder
 
@@ -55,7 +54,7 @@ def _reference(model, paths):
 
 
 def test_folder_and_files_top_k_match_the_model(run_dir, images_dir):
-    from inceptune.export import load_model
+    from inceptune.models import load_model
 
     extra = images_dir / "class_1" / "c1_img_000.png"
     result = predict(run_dir, [images_dir / "class_0", extra], top_k=2)
@@ -100,13 +99,13 @@ def test_collect_images_recursive_hidden_and_extensions(tmp_path):
 
 def test_batches_go_through_the_compiled_path(run_dir, images_dir, monkeypatch):
     calls = []
-    real = _evaluate.predict_proba
+    real = _prediction.predict_proba
 
     def counting(model, data, batch_size=32):
         calls.append(len(data))
         return real(model, data, batch_size=batch_size)
 
-    monkeypatch.setattr(_evaluate, "predict_proba", counting)
+    monkeypatch.setattr(_prediction, "predict_proba", counting)
     small = predict(run_dir, images_dir, batch_size=5, top_k=3)
     assert calls == [5, 5, 2]  # 12 images in batches of 5
     calls.clear()
@@ -153,55 +152,10 @@ def test_resize_mode_comes_from_the_run_recipe(run_dir, tmp_path):
     finally:
         (run_dir / "recipe.yaml").unlink()
     stretched = predict(run_dir, wide, top_k=3)
-    from inceptune.export import load_model
+    from inceptune.models import load_model
 
     model = load_model(run_dir)
     for result, mode in ((cropped, "crop"), (stretched, "stretch")):
         ref = np.asarray(model(load_image(wide, 32, mode)[None].astype("float32")))[0]
         got = dict(result[0]["top"])
         np.testing.assert_allclose([got[lab] for lab in LABELS], ref, atol=1e-6)
-
-
-def test_evaluate_data_equals_sklearn_on_the_same_predictions(run_dir, images_dir, tmp_path):
-    from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
-
-    ev = evaluate_data(run_dir, images_dir, tmp_path / "eval", progress=False)
-    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert (tmp_path / "eval" / "report.html").is_file()
-    preds = predict(run_dir, images_dir, top_k=3)
-    y_true = [LABELS.index(p["path"].split("/")[-2]) for p in preds]
-    probs = np.array([[dict(p["top"])[lab] for lab in LABELS] for p in preds], dtype=np.float64)
-    probs /= probs.sum(axis=1, keepdims=True)  # float32 softmax rows, renormalised as compute_metrics does
-    assert m["num_samples"] == 12 and ev.metrics["accuracy"] == m["accuracy"]
-    assert m["accuracy"] == accuracy_score(y_true, probs.argmax(1))
-    assert m["confusion_matrix"] == confusion_matrix(y_true, probs.argmax(1), labels=[0, 1, 2]).tolist()
-    assert m["log_loss"] == pytest.approx(log_loss(y_true, probs, labels=[0, 1, 2]), abs=1e-5)
-    assert [sum(r) for r in m["confusion_matrix"]] == [4, 4, 4]
-
-
-def test_evaluate_data_maps_classes_by_name_and_refuses_unknown_ones(run_dir, images_dir, tmp_path):
-    import shutil
-
-    one = tmp_path / "one"
-    shutil.copytree(images_dir / "class_2", one / "class_2")  # a single class: fine for evaluation
-    ev = evaluate_data(run_dir, one, tmp_path / "e1", progress=False)
-    assert ev.metrics["per_class"]["class_2"]["support"] == 4
-    assert [sum(r) for r in ev.metrics["confusion_matrix"]] == [0, 0, 4]  # rows: true classes, by name
-    assert any("['class_0', 'class_1'] have no image in the data" in w for w in ev.warnings)
-    shutil.copytree(images_dir / "class_0", one / "clas_0")  # a typo'd class name
-    with pytest.raises(DataError, match=r"classes the model does not know: 'clas_0' \(did you mean 'class_0'"):
-        evaluate_data(run_dir, one, tmp_path / "e2", progress=False)
-    assert not (tmp_path / "e2").exists()
-
-
-def test_evaluate_data_never_writes_into_the_data_or_over_a_folder(run_dir, images_dir, tmp_path):
-    with pytest.raises(InceptuneError, match=r"is inside the data folder .* never writes into the data"):
-        evaluate_data(run_dir, images_dir, images_dir / "eval", progress=False)
-    assert not (images_dir / "eval").exists()
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "keep.txt").write_text("mine")
-    with pytest.raises(InceptuneError, match=r"already exists and is not empty.*HINT: pass --force"):
-        evaluate_data(run_dir, images_dir, tmp_path / "taken", progress=False)
-    evaluate_data(run_dir, images_dir, tmp_path / "taken", force=True, progress=False)
-    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
-    assert (tmp_path / "taken" / "metrics.json").is_file()

@@ -1,0 +1,76 @@
+"""Every allowed value of a recipe key, defined once (plain tables, no imports).
+
+The recipe validator checks against these tables; the modules that implement each value (heads, freezing,
+schedules, the trainer, the data pipeline, the cache) import the same tables, so a new value is added in one
+place and in the code that implements it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "BATCHNORM_POLICIES",
+    "POOLINGS",
+    "MERGES",
+    "INSERT_BLOCKS",
+    "CACHE_MODES",
+    "CACHE_DTYPES",
+    "RESIZE_MODES",
+    "SPLITS",
+    "SPLIT_METHODS",
+    "BALANCE_MODES",
+    "AUGMENT_OPS",
+    "AUGMENT_PRESETS",
+    "FILL_MODES",
+]
+
+# === model and stages ===
+
+OPTIMIZERS = ("adam", "adamw", "sgd")  # training.model.make_optimizer
+SCHEDULES = ("constant", "cosine", "exponential")  # schedules.lr_at
+BATCHNORM_POLICIES = ("frozen", "follow", "train")  # freezing.apply_trainable (DESIGN.md §4)
+POOLINGS = ("avg", "max", "flatten")  # heads.add_head
+MERGES = ("add", "concat")  # surgery.add_skip
+# Block name -> keyword arguments its function in `inceptune.blocks` accepts (besides the input and `name`).
+INSERT_BLOCKS = {
+    "residual_inception": ("filters", "out_channels", "scale", "activation", "zero_init"),
+    "inception": ("filters_1x1", "filters_3x3_reduce", "filters_3x3", "filters_5x5_reduce", "filters_5x5",
+                  "filters_pool"),
+}
+
+# === cache ===
+
+CACHE_MODES = ("auto", "off")
+CACHE_DTYPES = ("float32", "float16")
+
+# === data ===
+
+RESIZE_MODES = ("stretch", "crop", "pad")  # data.decode.resize_image
+SPLITS = ("train", "val", "test")
+SPLIT_METHODS = ("stable-hash", "stratified")  # data.splits.assign_splits
+BALANCE_MODES = ("none", "class-weight", "oversample")  # data.pipeline
+
+# Augmentation op name -> what its parameter means (the Keras layer each op builds is in data.augment).
+AUGMENT_OPS = {
+    "flip": "horizontal | vertical | horizontal_and_vertical (true means horizontal)",
+    "rotation": "maximum angle in degrees, e.g. 40",
+    "translation": "maximum shift as a fraction of the size, e.g. 0.2, or [height, width]",
+    "zoom": "maximum zoom in/out as a fraction, e.g. 0.2 (aspect kept), or [height, width]",
+    "shear": "maximum shear as a fraction of the size, e.g. 0.2, or [x, y]",
+    "contrast": "maximum contrast change as a fraction, e.g. 0.1",
+    "brightness": "maximum brightness change as a fraction of the value range, e.g. 0.1",
+}
+
+AUGMENT_PRESETS = {
+    "none": [],
+    "light": [{"flip": "horizontal"}, {"rotation": 10}, {"zoom": 0.1}],
+    "standard": [{"flip": "horizontal"}, {"rotation": 20}, {"translation": 0.1}, {"zoom": 0.15},
+                 {"contrast": 0.1}],
+    # The seeds' ImageDataGenerator(rotation_range=40, width/height_shift_range=0.2, shear_range=0.2,
+    # zoom_range=0.2, horizontal_flip=True), plus mild photometric changes.
+    "heavy": [{"flip": "horizontal"}, {"rotation": 40}, {"translation": 0.2}, {"shear": 0.2}, {"zoom": 0.2},
+              {"contrast": 0.2}, {"brightness": 0.2}],
+}
+
+FILL_MODES = ("reflect", "wrap", "constant", "nearest")  # the geometric ops' `fill_mode`

@@ -1,0 +1,264 @@
+"""Validation of the recipe's model, stages and cache sections, and of the whole recipe mapping.
+
+Each `*_from_dict` takes the raw YAML value and its key path and returns a schema dataclass, or raises
+`RecipeError` naming the key (`inceptune.recipe.checks`). The data section is `inceptune.recipe.data_section`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, INSERT_BLOCKS, MERGES, OPTIMIZERS,
+                               POOLINGS, SCHEDULES)
+from inceptune.errors import SelectorError, closest
+from inceptune.recipe.checks import (REQUIRED_HINTS, boolean, check_keys, child, choice, error, expected, integer,
+                                     mapping, number, sequence, show, string)
+from inceptune.recipe.data_section import data_config_from_dict
+from inceptune.recipe.schema import (CacheConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig, Recipe,
+                                     SkipConfig, Stage)
+
+__all__ = ["recipe_from_dict", "TOP_KEYS", "WEIGHT_WORDS", "WEIGHT_SUFFIXES", "MODEL_FILE_SUFFIXES"]
+
+# `model.weights` values that are not files, and the suffixes that make a value a file path.
+WEIGHT_WORDS = ("imagenet", "none")
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
+MODEL_FILE_SUFFIXES = (".keras", ".h5")
+
+TOP_KEYS = ("data", "model", "stages", "cache", "seed")
+_MODEL_KEYS = ("backbone", "weights", "image_size", "head", "skips", "insert", "batchnorm")
+_HEAD_KEYS = ("pooling", "dense", "dropout")
+_SKIP_KEYS = ("from", "to", "merge")
+_INSERT_KEYS = ("after", "block", "name", "params")
+_STAGE_KEYS = ("name", "train", "epochs", "lr", "optimizer", "weight_decay", "momentum", "schedule", "decay_rate",
+               "decay_steps", "warmup_epochs", "lr_mult", "early_stopping", "batch_size")
+_EARLY_KEYS = ("monitor", "patience", "min_delta", "restore_best")
+_CACHE_KEYS = ("mode", "views", "dtype", "memory_budget_mb")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _selector(value: Any, key: str) -> str:
+    """Checks a selector's syntax with `inceptune.selectors.parse`; a list of selectors means their union."""
+    if isinstance(value, (list, tuple)) and value:
+        value = ",".join(_selector(v, child(key, i)) for i, v in enumerate(value))
+    text = string(value, key, "a selector string (e.g. head, all, \"from:mixed9\")",
+                   "see the selector forms in DESIGN.md §3; quote selectors that start with \"!\".")
+    from inceptune.selectors import parse  # the selector module imports Keras: loaded when a selector is checked
+
+    try:
+        parse(text)
+    except SelectorError as e:
+        raise error(key, str(e)) from e
+    return text
+
+
+def _head_from_dict(value: Any, path: str) -> HeadConfig:
+    if value is None:
+        return HeadConfig()
+    d = mapping(value, path, "a mapping such as {pooling: avg, dense: [1024], dropout: 0.2}")
+    check_keys(d, path, _HEAD_KEYS)
+    dense = d.get("dense", [])
+    if dense is None:
+        dense = []
+    if not isinstance(dense, (list, tuple)):
+        raise expected(f"{path}.dense", "a list of layer widths", dense,
+                        f"write dense: [{dense}] for one hidden layer." if isinstance(dense, int) else None)
+    return HeadConfig(
+        pooling=choice(d.get("pooling", "avg"), f"{path}.pooling", POOLINGS, "pooling"),
+        dense=tuple(integer(w, f"{path}.dense[{i}]", minimum=1) for i, w in enumerate(dense)),
+        dropout=number(d.get("dropout", 0.0), f"{path}.dropout", low=0, high=1, high_open=True,
+                        hint="dropout is the fraction of units dropped, e.g. 0.2."),
+    )
+
+
+def _skip_from_dict(value: Any, path: str) -> SkipConfig:
+    d = mapping(value, path, "a mapping such as {from: mixed8, to: mixed10}")
+    check_keys(d, path, _SKIP_KEYS, required=("from", "to"))
+    src = string(d["from"], f"{path}.from", "a layer or block name")
+    dst = string(d["to"], f"{path}.to", "a layer or block name")
+    if src == dst:
+        raise error(f"{path}.to", f"a skip must end downstream of where it starts; from and to are both {show(src)}.",
+                   "name a later block in to, e.g. {from: mixed8, to: mixed10}.")
+    return SkipConfig(src=src, dst=dst, merge=choice(d.get("merge", "add"), f"{path}.merge", MERGES, "merge"))
+
+
+def _insert_from_dict(value: Any, path: str) -> InsertConfig:
+    d = mapping(value, path, "a mapping such as {after: mixed7, block: residual_inception}")
+    check_keys(d, path, _INSERT_KEYS, required=("after",))
+    after = string(d["after"], f"{path}.after", "a layer or block name")
+    block = choice(d.get("block", "residual_inception"), f"{path}.block", INSERT_BLOCKS, "block")
+    name = d.get("name")
+    name = f"{after}_{block}" if name is None else string(name, f"{path}.name")
+    params = d.get("params") or {}
+    params = mapping(params, f"{path}.params", "a mapping of the block's keyword arguments")
+    check_keys(params, f"{path}.params", INSERT_BLOCKS[block], section=f"the parameters of block {show(block)}")
+    return InsertConfig(after=after, block=block, name=name, params=copy.deepcopy(params))
+
+
+def _weights(value: Any, key: str) -> str | None:
+    if value is None:
+        return None
+    text = string(value, key, 'imagenet, none, or a weights file (".weights.h5", ".h5", ".keras")')
+    if text.lower() in WEIGHT_WORDS:
+        return None if text.lower() == "none" else "imagenet"
+    if text.endswith(WEIGHT_SUFFIXES):
+        return text
+    near = closest(text.lower(), WEIGHT_WORDS)
+    raise error(key, f"unknown weights {show(value)}. Allowed: imagenet, none, or a path to a weights file ending in "
+                    ".weights.h5, .h5 or .keras.",
+               f"did you mean {show(near[0])}?" if near else "check the file name and its suffix.")
+
+
+def _model_from_dict(value: Any, path: str = "model") -> ModelConfig:
+    if value is None:
+        return ModelConfig()
+    d = mapping(value, path)
+    check_keys(d, path, _MODEL_KEYS)
+    image_size = d.get("image_size")
+    if image_size is not None:
+        image_size = integer(image_size, f"{path}.image_size", minimum=1, hint="the input side in pixels, e.g. 299.")
+    skips = tuple(_skip_from_dict(s, f"{path}.skips[{i}]")
+                  for i, s in enumerate(sequence(d.get("skips") or [], f"{path}.skips")))
+    inserts = tuple(_insert_from_dict(s, f"{path}.insert[{i}]")
+                    for i, s in enumerate(sequence(d.get("insert") or [], f"{path}.insert")))
+    seen: dict[str, int] = {}
+    for i, ins in enumerate(inserts):
+        if ins.name in seen:
+            raise error(f"{path}.insert[{i}].name", f"duplicate block name {show(ins.name)} "
+                       f"(also {path}.insert[{seen[ins.name]}]); layer names must be unique.",
+                       "give each inserted block its own name.")
+        seen[ins.name] = i
+    return ModelConfig(
+        backbone=string(d.get("backbone", "inception_v3"), f"{path}.backbone",
+                         "an architecture name (see `inceptune backbones`) or a .keras file"),
+        weights=_weights(d.get("weights", "imagenet"), f"{path}.weights"),
+        image_size=image_size,
+        head=_head_from_dict(d.get("head"), f"{path}.head"),
+        skips=skips,
+        insert=inserts,
+        batchnorm=choice(d.get("batchnorm", "frozen"), f"{path}.batchnorm", BATCHNORM_POLICIES, "BatchNorm policy"),
+    )
+
+
+def _early_from_dict(value: Any, path: str) -> EarlyStopping | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return EarlyStopping()
+    d = mapping(value, path, "a mapping such as {monitor: val_loss, patience: 3}, true, or null")
+    check_keys(d, path, _EARLY_KEYS)
+    return EarlyStopping(
+        monitor=string(d.get("monitor", "val_loss"), f"{path}.monitor", "a metric name such as val_loss"),
+        patience=integer(d.get("patience", 3), f"{path}.patience", minimum=0),
+        min_delta=number(d.get("min_delta", 0.0), f"{path}.min_delta", low=0),
+        restore_best=boolean(d.get("restore_best", True), f"{path}.restore_best"),
+    )
+
+
+def _lr_mult_from_dict(value: Any, path: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    d = mapping(value, path, 'a mapping selector: factor, e.g. {"from:mixed9": 0.1}')
+    out: dict[str, float] = {}
+    for sel, factor in d.items():
+        key = child(path, str(sel))
+        sel = _selector(sel, key)
+        out[sel] = number(factor, key, low=0, what="a factor >= 0",
+                           hint="a factor multiplies the stage's lr for those layers: 0.1 is ten times slower, "
+                                "0 keeps them unchanged.")
+    return out
+
+
+def _stage_from_dict(value: Any, path: str, index: int) -> Stage:
+    d = mapping(value, path, "a mapping such as {name: head, train: head, epochs: 5, lr: 1.0e-3}")
+    name = d.get("name", f"stage{index}")
+    section = f"stage {show(name)}" if isinstance(name, str) else None
+    check_keys(d, path, _STAGE_KEYS, required=("train", "epochs", "lr"), section=section)
+    name = string(name, f"{path}.name", "a stage name")
+    if not _NAME_RE.fullmatch(name):
+        raise error(f"{path}.name", f"a stage name may contain only letters, digits, '_', '-' and '.' (it names files), "
+                                   f"got {show(name)}.", f"e.g. name: {re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.")
+    epochs = integer(d["epochs"], f"{path}.epochs", minimum=0)
+    warmup = integer(d.get("warmup_epochs", 0), f"{path}.warmup_epochs", minimum=0)
+    if warmup > epochs:
+        raise error(f"{path}.warmup_epochs", f"expected at most the stage's {epochs} epochs, got {warmup}.",
+                   "lower warmup_epochs or raise epochs.")
+    weight_decay = d.get("weight_decay")
+    if weight_decay is not None:
+        weight_decay = number(weight_decay, f"{path}.weight_decay", low=0)
+    decay_steps = d.get("decay_steps")
+    if decay_steps is not None:
+        decay_steps = integer(decay_steps, f"{path}.decay_steps", minimum=1, hint="or null for one epoch.")
+    batch_size = d.get("batch_size")
+    if batch_size is not None:
+        batch_size = integer(batch_size, f"{path}.batch_size", minimum=1)
+    return Stage(
+        name=name,
+        train=_selector(d["train"], f"{path}.train"),
+        epochs=epochs,
+        lr=number(d["lr"], f"{path}.lr", low=0, low_open=True, what="a positive number",
+                   hint="write a learning rate such as 1.0e-3 (fine-tuning usually uses 1e-5 to 1e-3)."),
+        optimizer=choice(d.get("optimizer", "adam"), f"{path}.optimizer", OPTIMIZERS, "optimizer"),
+        weight_decay=weight_decay,
+        momentum=number(d.get("momentum", 0.9), f"{path}.momentum", low=0, high=1, high_open=True),
+        schedule=choice(d.get("schedule", "constant"), f"{path}.schedule", SCHEDULES, "schedule"),
+        decay_rate=number(d.get("decay_rate", 0.9), f"{path}.decay_rate", low=0, high=1, low_open=True,
+                           hint="the learning rate is multiplied by decay_rate every decay_steps, e.g. 0.9."),
+        decay_steps=decay_steps,
+        warmup_epochs=warmup,
+        lr_mult=_lr_mult_from_dict(d.get("lr_mult"), f"{path}.lr_mult"),
+        early_stopping=_early_from_dict(d.get("early_stopping"), f"{path}.early_stopping"),
+        batch_size=batch_size,
+    )
+
+
+def _stages_from_list(value: Any, path: str = "stages") -> tuple[Stage, ...]:
+    items = sequence(value, path, "a list of stages")
+    if not items:
+        raise error(path, "expected at least one stage, got an empty list.", REQUIRED_HINTS["stages"])
+    stages = tuple(_stage_from_dict(s, f"{path}[{i}]", i) for i, s in enumerate(items))
+    seen: dict[str, int] = {}
+    for i, stage in enumerate(stages):
+        if stage.name in seen:
+            raise error(f"{path}[{i}].name",
+                       f"duplicate stage name {show(stage.name)} (also {path}[{seen[stage.name]}]); stage names must "
+                       "be unique (they name history rows and checkpoints).",
+                       f'rename one, e.g. name: {stage.name}_{i}.')
+        seen[stage.name] = i
+    return stages
+
+
+def _cache_from_value(value: Any, path: str = "cache") -> CacheConfig:
+    if value is None or value is True:  # `cache: on` is YAML 1.1's true
+        return CacheConfig()
+    if value is False:  # `cache: off` is YAML 1.1's false
+        return CacheConfig(mode="off")
+    if isinstance(value, str):
+        return CacheConfig(mode=choice(value, path, CACHE_MODES, "cache mode"))
+    d = mapping(value, path, "auto, off, or a mapping such as {views: 4, dtype: float16}")
+    check_keys(d, path, _CACHE_KEYS)
+    mode = d.get("mode", "auto")
+    if isinstance(mode, bool):
+        mode = "auto" if mode else "off"
+    budget = d.get("memory_budget_mb")
+    if budget is not None:
+        budget = number(budget, f"{path}.memory_budget_mb", low=0, low_open=True)
+    return CacheConfig(
+        mode=choice(mode, f"{path}.mode", CACHE_MODES, "cache mode"),
+        views=integer(d.get("views", 1), f"{path}.views", minimum=1),
+        dtype=choice(d.get("dtype", "float32"), f"{path}.dtype", CACHE_DTYPES, "dtype"),
+        memory_budget_mb=budget,
+    )
+
+
+def recipe_from_dict(raw: Any) -> Recipe:
+    d = mapping(raw, "recipe", "a mapping with the keys data, model, stages, cache, seed")
+    check_keys(d, "", TOP_KEYS, required=("data", "stages"))
+    return Recipe(
+        data=data_config_from_dict(d["data"], "data"),
+        model=_model_from_dict(d.get("model"), "model"),
+        stages=_stages_from_list(d["stages"], "stages"),
+        cache=_cache_from_value(d.get("cache"), "cache"),
+        seed=integer(d.get("seed", 0), "seed", minimum=0, maximum=2**32 - 1),
+    )

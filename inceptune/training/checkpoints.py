@@ -1,0 +1,170 @@
+"""Checkpoints of a run folder: weights as a base file plus per-epoch changes, optimizer state, `state.json`.
+
+`checkpoints/state.json` (`RunState`) is written last and names the files of the last complete epoch, so a run
+killed at any moment resumes from a consistent set of files; files it no longer names are removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from inceptune._io import atomic_path, atomic_write_text
+from inceptune.errors import InceptuneError
+
+__all__ = ["RunState", "CheckpointWeights", "save_optimizer", "load_optimizer", "link_or_copy", "epoch_seed",
+           "STATE_VERSION"]
+
+STATE_VERSION = 2  # 2: checkpoints are a base file plus per-epoch changes
+
+
+@dataclasses.dataclass
+class RunState:
+    """Where a run stands: the contents of `checkpoints/state.json`.
+
+    Attributes:
+        version: int. The format of the checkpoint files (`STATE_VERSION`).
+        stage: int. Index of the stage that runs next (or is running). epoch: int. Its epochs already complete.
+        n: int. Epochs complete in the whole run; checkpoint files are named by it.
+        history: list of dict. One row per complete epoch (as `history.csv`).
+        es_best, es_wait, es_weights: early stopping of the current stage: best value, epochs since it, and the
+            weights file of the best epoch.
+        best, best_weights: the run's best value of `run_monitor` and its weights file (becomes `model.keras`).
+        run_monitor: str. `val_loss`, or `loss` without a validation split.
+        base, weights, optimizer: the weights base file, and the weights and optimizer files of the last epoch.
+    """
+
+    version: int = STATE_VERSION
+    stage: int = 0
+    epoch: int = 0
+    n: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    es_best: float | None = None
+    es_wait: int = 0
+    es_weights: str | None = None
+    best: float | None = None
+    best_weights: str | None = None
+    run_monitor: str | None = None
+    base: str | None = None
+    weights: str | None = None
+    optimizer: str | None = None
+
+    @classmethod
+    def read(cls, folder: Path) -> "RunState":
+        """Reads `folder/state.json` (keys this version does not know are ignored)."""
+        saved = json.loads((folder / "state.json").read_text())
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+    def write(self, folder: Path) -> None:
+        """Writes `folder/state.json` atomically, then removes the checkpoint files it no longer names."""
+        atomic_write_text(folder / "state.json", json.dumps(dataclasses.asdict(self), indent=1, default=float))
+        keep = {self.base, self.weights, self.optimizer, self.best_weights, self.es_weights, "state.json"}
+        for p in folder.iterdir():
+            if p.name not in keep and not p.name.startswith("tmp-"):
+                p.unlink(missing_ok=True)
+
+
+class CheckpointWeights:
+    """Checkpointed weights: one full file (`base-N.weights.npz`, the weights at the run's first checkpoint),
+    then per epoch only the variables whose values differ from it (`epoch-N.weights.npz`).
+
+    Variables are stored by position in `model.weights`, not by name: Keras's automatic layer names depend on
+    what the process built before, while the order of `model.weights` depends only on the graph (and `.npz`
+    by position is about 2.5x faster than `save_weights` for InceptionV3). A frozen backbone never differs from
+    the base, so an epoch of a head stage writes the head only (InceptionV3: 8 MB instead of 96 MB).
+
+    What changed is found by comparing values with the base, for the variables that can move: those of layers
+    that train in some stage since the base (BatchNorm statistics in training mode included), and every variable
+    of a frozen layer whose type is not known to keep its variables fixed when frozen (random-generator states,
+    custom state). Reading all of InceptionV3's variables each epoch would cost ~0.16 s more per checkpoint.
+    """
+
+    # Layer types whose variables cannot change while the layer is frozen (trainable=False).
+    _STATIC_WHEN_FROZEN = ("BatchNormalization", "Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "DepthwiseConv2D",
+                           "SeparableConv2D", "Dense", "EinsumDense", "LayerNormalization", "Embedding")
+
+    def __init__(self, model, folder: Path, base: str | None = None):
+        self.model, self.folder, self.base_name = model, folder, base
+        self._base: list | None = None
+        self.watch: set[int] = set()
+
+    def watch_stage(self) -> None:
+        """Adds the variables that can change under the current trainable flags to the compared set."""
+        position = {id(v): i for i, v in enumerate(self.model.weights)}
+        for layer in self.model.layers:
+            if layer.trainable or type(layer).__name__ not in self._STATIC_WHEN_FROZEN:
+                self.watch.update(position[id(v)] for v in layer.weights if id(v) in position)
+
+    def _base_values(self) -> list:
+        if self._base is None:
+            saved = np.load(self.folder / self.base_name)
+            self._base = [saved[f"v{i}"] for i in range(len(saved.files))]
+        return self._base
+
+    def save(self, name: str, n: int) -> None:
+        variables = self.model.weights
+        if self.base_name is None:
+            values = [v.numpy() for v in variables]
+            self.base_name = f"base-{n}.weights.npz"
+            with atomic_path(self.folder / self.base_name) as tmp:
+                np.savez(tmp, **{f"v{i}": a for i, a in enumerate(values)})
+            self._base = values
+        base = self._base_values()
+        changed = {}
+        for i in sorted(self.watch):
+            value = variables[i].numpy()
+            if not np.array_equal(value, base[i]):
+                changed[f"v{i}"] = value
+        with atomic_path(self.folder / name) as tmp:
+            np.savez(tmp, **changed)
+
+    def load(self, name: str) -> None:
+        """Restores the weights saved as `name` (the base plus that file's changes; a run folder written before
+        the base existed holds full files)."""
+        variables = self.model.weights
+        saved = np.load(self.folder / name)
+        values = list(self._base_values()) if self.base_name else [None] * len(variables)
+        for key in saved.files:
+            i = int(key[1:])
+            self.watch.add(i)  # it differed from the base once: keep comparing it
+            if i >= len(variables):
+                values = []
+                break
+            values[i] = saved[key]
+        if len(values) != len(variables) or any(v is None for v in values):
+            raise InceptuneError(
+                f"checkpoint {self.folder / name} does not match the model ({len(variables)} variables): it was "
+                f"written for another model. HINT: resume with the run's own recipe.yaml, or start a new run.")
+        for var, value in zip(variables, values):
+            var.assign(value)
+
+
+def save_optimizer(optimizer, path: Path) -> None:
+    """Writes the optimizer's variables (by position) to an `.npz` file, atomically."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **{f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
+
+
+def load_optimizer(optimizer, path: Path) -> None:
+    """Restores the optimizer's variables written by `save_optimizer` (the optimizer must be built)."""
+    saved = np.load(path)
+    for i, var in enumerate(optimizer.variables):
+        var.assign(saved[f"v{i}"])
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-links `src` to `dst` (checkpoint files are never modified in place), or copies it."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
+    """The seed of one epoch's shuffling and augmentation: a resumed run replays the same batches."""
+    return (int(seed) * 1_000_003 + stage_index * 10_007 + epoch) % (2**31 - 1)

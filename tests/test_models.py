@@ -1,0 +1,89 @@
+"""Tests for inceptune.models: loading a model (safe mode on) and its labels from a run folder or a file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from inceptune import export, models
+from inceptune.errors import ModelLoadError
+
+LABELS = ["daisy", "rose", "tulip"]
+
+
+def _classifier():
+    """Input(32,32,3) -> preprocess -> Conv/BN/pool -> Dense softmax, seeded so outputs are reproducible."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="head_dense", kernel_initializer="he_normal")(x)
+    model = keras.Model(inp, out, name="tiny_classifier")
+    bn = model.get_layer("stem_bn")  # non-trivial moving statistics so BatchNorm is really exercised
+    bn.moving_mean.assign(np.linspace(-0.2, 0.2, 8).astype("float32"))
+    bn.moving_variance.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
+    return model
+
+
+def _images(n=6, seed=1):
+    return np.random.default_rng(seed).uniform(0, 255, size=(n, 32, 32, 3)).astype("float32")
+
+
+def test_load_model_from_run_dir_and_file(tmp_path):
+    model = _classifier()
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "labels.json").write_text(json.dumps(LABELS))
+    loaded = models.load_model(run)
+    images = _images(3)
+    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
+    assert models.load_labels(run) == LABELS
+    assert models.load_model(run / "model.keras").name == "tiny_classifier"
+    (run / "labels.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    with pytest.raises(ModelLoadError, match=r"names 2 classes but the model has 3 outputs"):
+        models.load_model(run)
+
+
+def test_load_model_refusals(tmp_path):
+    import keras
+
+    with pytest.raises(ModelLoadError, match=r"does not exist"):
+        models.load_model(tmp_path / "nope.keras")
+    h5 = tmp_path / "old.h5"
+    h5.write_bytes(b"\x89HDF")
+    with pytest.raises(ModelLoadError, match=r"legacy HDF5 files are not supported"):
+        models.load_model(h5)
+    with pytest.raises(ModelLoadError, match=r"holds no model.keras"):
+        models.load_model(tmp_path)
+    saved = export.export_model(_classifier(), tmp_path / "sm", "savedmodel")
+    with pytest.raises(ModelLoadError, match=r"is a TensorFlow SavedModel"):
+        models.load_model(saved)
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    with pytest.raises(ModelLoadError, match=r"is not a loadable .keras file"):
+        models.load_model(corrupt)
+
+    inp = keras.Input((4,))
+    out = keras.layers.Lambda(lambda t: t * 2.0, name="double")(inp)
+    keras.Model(inp, out).save(tmp_path / "lambda.keras")
+    with pytest.raises(ModelLoadError, match=r"safe mode refused .*lambda.keras"):
+        models.load_model(tmp_path / "lambda.keras")
+
+
+def test_load_labels_variants(tmp_path):
+    assert models.load_labels(tmp_path) is None
+    (tmp_path / "labels.json").write_text('{"0": "a"}')
+    with pytest.raises(ModelLoadError, match=r"must hold a JSON list of class names"):
+        models.load_labels(tmp_path / "model.tflite")
+    (tmp_path / "labels.json").write_text('["a", "a"]')
+    with pytest.raises(ModelLoadError, match=r"lists a class name twice"):
+        models.load_labels(tmp_path)
