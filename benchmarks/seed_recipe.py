@@ -119,7 +119,7 @@ def last_epoch_accuracy(run, data, size):
     """Test accuracy of the run's LAST epoch (what A reports), restored from its checkpoints."""
     import json
 
-    from inceptune.evaluate import predict_proba
+    from inceptune.inference import predict_proba
     from inceptune.training import CheckpointWeights
 
     state = json.loads((run.dir / "checkpoints" / "state.json").read_text())
@@ -166,8 +166,8 @@ def main():
     epochs = (2, 1) if args.quick else (10, 5)
 
     import keras
-
     from helpers import make_image_folder
+
     from inceptune.data import DataConfig, SplitConfig, prepare
     from inceptune.training import train
 
@@ -252,7 +252,8 @@ def main():
     acc_b2 = last_epoch_accuracy(run_bn, data, args.size)
     print(f"B' batchnorm: frozen:          {time_bn:8.1f} s   test accuracy {acc_b2:.4f} (last epoch), "
           f"{run_bn.metrics['accuracy']:.4f} (kept)")
-    print(f"A'/B' = {time_a2 / time_bn:.2f}   last-epoch accuracy difference B'-A' {100 * (acc_b2 - acc_a2):+.1f} points")
+    print(f"A'/B' = {time_a2 / time_bn:.2f}   last-epoch accuracy difference B'-A' "
+          f"{100 * (acc_b2 - acc_a2):+.1f} points")
 
     if not args.quick:
         tp = throughput()
@@ -260,7 +261,8 @@ def main():
         flops = 2 * 5.7e9
         print(f"\nforward @299, InceptionV3, batch 32: compiled {tp['compiled']:.1f} img/s, model.predict "
               f"{tp['predict']:.1f} img/s, ratio {tp['compiled'] / tp['predict']:.2f}")
-        print(f"compiled path: {tp['compiled'] * flops / 1e9:.0f} GFLOP/s = {100 * tp['compiled'] * flops / 1e9 / peak:.0f}% "
+        gflops = tp["compiled"] * flops / 1e9
+        print(f"compiled path: {gflops:.0f} GFLOP/s = {100 * gflops / peak:.0f}% "
               f"of FP32 peak {peak:.0f} GFLOP/s ({how})")
 
 

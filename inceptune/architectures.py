@@ -11,9 +11,9 @@ the ``head``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -248,13 +248,15 @@ def load_backbone(name: str, weights="imagenet", image_size: int | None = None) 
         if w == "imagenet" and ("URL fetch failure" in text or "urlopen" in text.lower() or "HTTP" in text):
             cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
             raise ModelLoadError(
-                f"could not download the ImageNet weights of {name!r}: no network was reachable ({text.splitlines()[0]}). "
+                f"could not download the ImageNet weights of {name!r}: no network was reachable "
+                f"({text.splitlines()[0]}). "
                 f"Keras caches downloaded weights in {cache}. HINT: copy the weights file there, pass a local "
                 f"file with weights=PATH (--set model.weights=PATH), or use weights=none to start from random "
                 f"initialisation.") from exc
         if w not in (None, "imagenet"):
             raise ModelLoadError(
-                f"could not load weights file {w!r} into backbone {name!r} at image_size {size}: {text.splitlines()[0] if text else type(exc).__name__}. "
+                f"could not load weights file {w!r} into backbone {name!r} at image_size {size}: "
+                f"{text.splitlines()[0] if text else type(exc).__name__}. "
                 f"HINT: the file must hold weights of the same architecture (without its top).") from exc
         raise
     return model

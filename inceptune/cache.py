@@ -249,7 +249,7 @@ class _StageFitter:
     batch and validation through ordinary graph functions traced once for any batch size.
     """
 
-    def __init__(self, ctx: "CacheContext", stage, stage_index: int, model, cut: Cut):
+    def __init__(self, ctx: CacheContext, stage, stage_index: int, model, cut: Cut):
         self.ctx, self.stage, self.si, self.model, self.cut = ctx, stage, stage_index, model, cut
         self.active = cut.layer is not None
         self.reason = cut.reason

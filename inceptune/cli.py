@@ -22,8 +22,8 @@ from inceptune.export import export_model, verify_export
 from inceptune.models import load_labels, load_model
 from inceptune.prediction import predict
 
-# None of the modules above imports Keras. architectures, freezing and selectors do: the commands that need them
-# import them when they run, so that `inceptune --help` and `import inceptune.cli` never load TensorFlow.
+# None of the modules above imports Keras. architectures, freezing, selectors and training do: the commands that
+# need them import them when they run, so that `inceptune --help` and `import inceptune.cli` never load TensorFlow.
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -97,7 +97,7 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from inceptune.train import train
+    from inceptune.training import train
 
     if args.recipe is None and not args.resume:
         raise _usage("train needs a RECIPE (or --resume with --out RUN_DIR)")

@@ -39,8 +39,8 @@ import io
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -210,7 +210,7 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
         RecipeError: the recipe is invalid. DataError: a class has fewer than K train+val images.
         InceptuneError: ``out`` exists and is not empty (without ``force``).
     """
-    from inceptune.train import resolve_image_size, train
+    from inceptune.training import resolve_image_size, train  # imports Keras: cv (and the CLI) stay light
 
     if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:
         raise InceptuneError(f"cv: --folds must be an integer >= 2, received folds={folds!r}.")

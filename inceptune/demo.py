@@ -124,7 +124,7 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
     Raises:
         InceptuneError: ``out`` exists and is not empty (without ``force``).
     """
-    from inceptune.train import train
+    from inceptune.training import train  # imports Keras: demo (and the CLI) stay light
 
     t0 = time.time()
     out = Path(out)

@@ -327,7 +327,8 @@ def _validate_inputs(y_true, probs, labels, paths):
     worst = float(np.abs(sums - 1).max())
     if worst > 1e-3:
         raise DataError(
-            f"probs: every row must sum to 1 (within 1e-3), received a row summing to {sums[np.abs(sums - 1).argmax()]:.6g}. "
+            "probs: every row must sum to 1 (within 1e-3), received a row summing to "
+            f"{sums[np.abs(sums - 1).argmax()]:.6g}. "
             "HINT: pass softmax outputs, not logits or sigmoid scores."
         )
     return y_true, probs / sums[:, None], labels
@@ -535,7 +536,7 @@ def evaluate_data(
     know is an error; a model class with no image in the data is a warning (its recall is 0, its AUC null).
 
     Args:
-        model_or_path: keras.Model, train.Run, or str/Path of a run folder or a ``.keras`` file.
+        model_or_path: keras.Model, training.Run, or str/Path of a run folder or a ``.keras`` file.
         source: str or Path. A folder with one sub-folder per class, or a CSV ``path,label[,split]``.
         out: str, Path or None. Output folder. Defaults to None: ``default_eval_dir(model, source)`` for a
             path, required for a bare model.

@@ -13,7 +13,7 @@ images: the top-1 classes must agree and the largest absolute difference of the 
 |---|---|---|---|
 | ``keras`` | ``PATH.keras`` file | ``model.save`` | ``keras.saving.load_model(safe_mode=True)`` |
 | ``savedmodel`` | folder | ``model.export(format="tf_saved_model")`` | ``tf.saved_model.load(...).serve`` |
-| ``tflite`` | ``.tflite`` file | ``tf.lite.TFLiteConverter.from_saved_model`` (builtin ops only) | ``ai_edge_litert`` (else ``tf.lite.Interpreter``) |
+| ``tflite`` | ``.tflite`` file | ``TFLiteConverter.from_saved_model`` (builtin ops) | ``ai_edge_litert`` |
 | ``onnx`` | ``.onnx`` file | ``model.export(format="onnx")`` (needs ``onnx``, ``tf2onnx``) | ``onnxruntime`` |
 
 Loading a model or its labels back is ``models.load_model`` / ``models.load_labels``.

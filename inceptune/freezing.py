@@ -48,7 +48,8 @@ class BlockRow:
     output_shape: str
     trainable_params: int
     frozen_params: int
-    state: str  # "trainable" (every weighted layer but policy-frozen BN trains), "frozen", "partial" or "-" (no weights)
+    # "trainable" (every weighted layer but policy-frozen BN trains), "frozen", "partial" or "-" (no weights)
+    state: str
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def report(model, *, selector: str = "", batchnorm: str = "", bmap: BlockMap | N
 def _check_policy(batchnorm: str) -> None:
     if batchnorm not in BATCHNORM_POLICIES:
         raise SelectorError(f"unknown BatchNorm policy {batchnorm!r}. Allowed: {', '.join(BATCHNORM_POLICIES)}. "
-                            f"HINT: 'frozen' keeps every BatchNormalization layer in inference mode (the safe default).")
+                            "HINT: 'frozen' keeps every BatchNormalization layer in inference mode (the safe "
+                            "default).")
 
 
 def apply_trainable(model, trainable: set[str], *, batchnorm: str = "frozen", selector: str = "",

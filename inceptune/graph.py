@@ -10,7 +10,7 @@ surgery splices new layers in and how a nested backbone is flattened.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
@@ -44,7 +44,7 @@ def model_nodes(model) -> list:
     return out
 
 
-def parents(model) -> "OrderedDict[str, list[str]]":
+def parents(model) -> OrderedDict[str, list[str]]:
     """Maps each layer name of a functional model to the names of the layers it consumes, in call order.
 
     Args:

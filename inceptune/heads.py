@@ -48,7 +48,8 @@ def head_spec(head) -> HeadSpec:
     if isinstance(head, dict):
         unknown = set(head) - {"pooling", "dense", "dropout", "activation"}
         if unknown:
-            raise InceptuneError(f"unknown head key(s) {sorted(unknown)}. Allowed: pooling, dense, dropout, activation.")
+            raise InceptuneError(f"unknown head key(s) {sorted(unknown)}. Allowed: pooling, dense, dropout, "
+                                 "activation.")
         d = dict(head)
     else:
         d = {k: getattr(head, k) for k in ("pooling", "dense", "dropout", "activation") if hasattr(head, k)}

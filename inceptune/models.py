@@ -2,7 +2,7 @@
 
 ``load_model`` loads a ``.keras`` file or a run folder with Keras's safe mode on; ``load_labels`` reads the
 ``labels.json`` stored with a model. ``resolve_model`` turns anything a user may pass (a ``keras.Model``, a
-``train.Run``, a run folder, a ``.keras`` file) into ``(model, labels, run folder)``; ``model_labels``,
+``training.Run``, a run folder, a ``.keras`` file) into ``(model, labels, run folder)``; ``model_labels``,
 ``input_size`` and ``run_resize`` give the class names, the image size and the resize mode to use with it.
 
 Importing this module does not import Keras; ``load_model`` does when called.
@@ -171,7 +171,7 @@ def resolve_model(model_or_path):
     """Returns the model, its labels and its run folder, whatever form the model is given in.
 
     Args:
-        model_or_path: keras.Model, train.Run, or str/Path of a run folder or a ``.keras`` file (loaded with
+        model_or_path: keras.Model, training.Run, or str/Path of a run folder or a ``.keras`` file (loaded with
             ``load_model``, safe mode on).
 
     Returns:
@@ -184,7 +184,7 @@ def resolve_model(model_or_path):
         InceptuneError: ``model_or_path`` is none of the accepted forms.
     """
     if hasattr(model_or_path, "model") and hasattr(model_or_path, "labels") and hasattr(model_or_path, "dir"):
-        return model_or_path.model, list(model_or_path.labels), Path(model_or_path.dir)  # a train.Run
+        return model_or_path.model, list(model_or_path.labels), Path(model_or_path.dir)  # a training.Run
     if isinstance(model_or_path, (str, os.PathLike)):
         path = Path(model_or_path)
         model = load_model(path)

@@ -19,8 +19,8 @@ import csv
 import dataclasses
 import io
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 import numpy as np
 
@@ -181,7 +181,7 @@ def predict(
     """Predicts the top-k classes of image files and folders, batched, skipping (and reporting) bad files.
 
     Args:
-        model_or_path: keras.Model, train.Run, or str/Path of a run folder or a ``.keras`` file (loaded with
+        model_or_path: keras.Model, training.Run, or str/Path of a run folder or a ``.keras`` file (loaded with
             safe mode on).
         paths: str, Path or a list of them. Image files and folders (scanned recursively for image extensions).
         top_k: int >= 1. Classes returned per image, capped at the number of classes. Defaults to 1.

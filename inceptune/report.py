@@ -184,7 +184,8 @@ def _dataset_section(manifest_rows, skipped, warnings) -> str:
             if split not in splits:
                 splits.append(split)
             counts[str(row.get("label", "?"))][split] += 1
-        order = [s for s in ("train", "val", "test") if s in splits] + [s for s in splits if s not in ("train", "val", "test")]
+        known = ("train", "val", "test")
+        order = [s for s in known if s in splits] + [s for s in splits if s not in known]
         table_rows = [
             [label] + [counts[label][s] for s in order] + [sum(counts[label].values())] for label in sorted(counts)
         ]
@@ -332,7 +333,8 @@ def _confusion_section(run_dir: Path, metrics) -> str:
                         color="white" if share[i, j] > 0.5 else "black")
     fig.tight_layout()
     name = _save_png(fig, run_dir, "report_confusion.png")
-    return f'<p>Rows: true class; columns: predicted class. Row sums are the class supports.</p>\n<img src="{name}" alt="confusion matrix">'
+    return ('<p>Rows: true class; columns: predicted class. Row sums are the class supports.</p>\n'
+            f'<img src="{name}" alt="confusion matrix">')
 
 
 def _curves_section(run_dir: Path, metrics, labels, y_true, probs) -> str:
@@ -406,7 +408,8 @@ def _per_class_section(metrics) -> str:
     for key, name in (("macro_avg", "macro average"), ("weighted_avg", "weighted average")):
         if metrics.get(key):
             m = metrics[key]
-            extra = (_fmt(metrics.get("roc_auc")), _fmt(metrics.get("average_precision"))) if key == "macro_avg" else ("", "")
+            extra = ((_fmt(metrics.get("roc_auc")), _fmt(metrics.get("average_precision"))) if key == "macro_avg"
+                     else ("", ""))
             rows.append([name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), m["support"], *extra])
     return _table(["class", "precision", "recall", "F1", "support", "ROC AUC", "average precision"], rows,
                   numeric_cols=range(1, 7))
@@ -422,13 +425,14 @@ def _misclassified_section(run_dir: Path, metrics, max_thumbnails: int) -> str:
     cells = []
     for item in shown:
         thumb = _thumbnail(item.get("path"), run_dir)
+        where = Path(item["path"]).name if item.get("path") else "#" + str(item.get("index"))
         image = (
             f'<img src="{thumb}" alt="{_e(item.get("path") or "")}">' if thumb
             else '<div class="noimg">image not available</div>'
         )
         caption = (
             f'<div class="cap"><b>true</b> {_e(item["true"])}<br><b>predicted</b> {_e(item["predicted"])} '
-            f'({item["confidence"]:.0%})<br><span class="path">{_e(Path(item["path"]).name if item.get("path") else "#" + str(item.get("index")))}</span></div>'
+            f'({item["confidence"]:.0%})<br><span class="path">{_e(where)}</span></div>'
         )
         cells.append(f'<figure class="thumb" title="{_e(item.get("path") or "")}">{image}{caption}</figure>')
     note = f"<p>{len(wrong)} misclassified; the {len(shown)} most confident mistakes are shown.</p>"
@@ -442,7 +446,8 @@ def _cv_section(cv: Mapping) -> str:
     keys = [k for k in folds[0] if k != "fold" and isinstance(folds[0][k], (int, float))]
     rows = [[f.get("fold", i)] + [_fmt(f.get(k)) for k in keys] for i, f in enumerate(folds)]
     if cv.get("mean"):
-        rows.append(["mean ± std"] + [f"{_fmt(cv['mean'].get(k))} ± {_fmt((cv.get('std') or {}).get(k))}" for k in keys])
+        std = cv.get("std") or {}
+        rows.append(["mean ± std"] + [f"{_fmt(cv['mean'].get(k))} ± {_fmt(std.get(k))}" for k in keys])
     return _table(["fold", *keys], rows, numeric_cols=range(1, len(keys) + 1))
 
 

@@ -331,7 +331,8 @@ class _Context:
                      if any(c.__name__.lower() == arg.lower() for c in type(layer).__mro__)}
             if not found:
                 known = sorted({c.__name__ for layer in self.layers.values() for c in type(layer).__mro__
-                                if c.__module__.startswith("keras")} | {n for n in dir(keras.layers) if n[:1].isupper()})
+                                if c.__module__.startswith("keras")}
+                               | {n for n in dir(keras.layers) if n[:1].isupper()})
                 if not any(k.lower() == arg.lower() for k in known):
                     raise self.unknown("layer class", arg, known, selector)
             return found

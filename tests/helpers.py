@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(name: str, size: int):
     from inceptune.architectures import load_backbone
 

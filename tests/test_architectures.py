@@ -3,12 +3,11 @@ import re
 import keras
 import numpy as np
 import pytest
+from helpers import backbone, fresh_backbone, images
 
 from inceptune import architectures as A
 from inceptune.errors import ModelLoadError
 from inceptune.heads import build_classifier
-
-from helpers import backbone, fresh_backbone, images
 
 V3_BLOCKS = ["stem"] + [f"mixed{i}" for i in range(11)]
 IRV2_BLOCKS = (["stem", "mixed_5b"] + [f"block35_{i}" for i in range(1, 11)] + ["mixed_6a"]
@@ -72,7 +71,8 @@ def test_inception_mini_is_named_and_blocked():
 
 
 def test_image_size_below_minimum():
-    with pytest.raises(ModelLoadError, match=r"image_size 64 is too small for backbone 'inception_v3': its minimum is 75"):
+    with pytest.raises(ModelLoadError,
+                       match=r"image_size 64 is too small for backbone 'inception_v3': its minimum is 75"):
         A.load_backbone("inception_v3", weights=None, image_size=64)
 
 

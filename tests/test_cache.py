@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from helpers import make_image_folder, mini_recipe
 
 from inceptune import cache as C
 from inceptune.architectures import build_inception_mini
@@ -9,8 +10,6 @@ from inceptune.freezing import unfreeze
 from inceptune.heads import build_classifier
 from inceptune.recipe import load_recipe
 from inceptune.training import train
-
-from helpers import make_image_folder, mini_recipe
 
 
 @pytest.fixture(autouse=True)

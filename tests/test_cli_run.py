@@ -9,11 +9,10 @@ import json
 import shutil
 
 import pytest
+from helpers import make_image_folder, mini_recipe
 
 from inceptune.cli import main
 from inceptune.training import train
-
-from helpers import make_image_folder, mini_recipe
 
 STAGES = [{"name": "head", "train": "head", "epochs": 1, "lr": 1e-2},
           {"name": "all", "train": "all", "epochs": 1, "lr": 3e-3}]

@@ -9,17 +9,16 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import make_image_folder, mini_recipe
 
 from inceptune.cli import main
 from inceptune.cv import cross_validate, fold_manifest_rows, make_folds
 from inceptune.errors import DataError, InceptuneError
 
-from helpers import make_image_folder, mini_recipe
 
-
-def _rows(counts={"a": 9, "b": 7, "c": 5}, test_every=4):
+def _rows(counts=(("a", 9), ("b", 7), ("c", 5)), test_every=4):
     rows = []
-    for label, n in counts.items():
+    for label, n in dict(counts).items():
         for i in range(n):
             split = "test" if test_every and i % test_every == 0 else ("val" if i % 3 == 0 else "train")
             rows.append({"path": f"/d/{label}/{i}.png", "label": label, "split": split, "hash": f"{label}{i}"})

@@ -258,7 +258,8 @@ def test_threads_and_serial_validation_agree(corpus):
 
 def test_progress_bar_only_on_a_terminal_and_large_folders(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    assert sources._show_progress(True, 200) and not sources._show_progress(True, 199) and not sources._show_progress(False, 500)
+    show = sources._show_progress
+    assert show(True, 200) and not show(True, 199) and not show(False, 500)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert not sources._show_progress(True, 500)
 
@@ -657,3 +658,33 @@ def test_same_file_name_in_different_classes_is_not_a_group():
         assert got == {"train", "val", "test"}
     # stable-hash: the split is a function of the name, so the same name lands in the same split in each class
     assert splits[:40] == splits[40:]
+
+
+@pytest.mark.parametrize("balance", ["none", "oversample"])
+def test_dataset_yields_the_epoch_order(small, balance):
+    # one ordering logic serves both the image pipeline and the feature cache's batches
+    order = small.epoch_order("train", seed=3, balance=balance)
+    ds = small.dataset("train", batch_size=4, image_size=16, seed=3, balance=balance)
+    pixels = np.concatenate([x.numpy() for x, _ in ds])
+    expected = np.stack([D.load_image(small.paths("train")[i], 16) for i in order]).astype("float32")
+    np.testing.assert_array_equal(pixels, expected)
+    assert len(order) == (10 if balance == "oversample" else 9)
+
+
+def test_scan_lists_validates_and_filters_before_reading(tmp_path):
+    _mini_tree(tmp_path / "imgs", {"a": 3, "b": 2})
+    (tmp_path / "imgs" / "b" / "bad.jpg").write_bytes(b"not a jpeg")
+    found = D.scan(tmp_path / "imgs")
+    assert found.kind == "dir" and found.classes == {"a": 3, "b": 3}
+    assert [os.path.basename(p) for p, _ in found.skipped] == ["bad.jpg"]
+    assert found.labels == ["a", "a", "a", "b", "b"] and len(set(found.hashes)) == 5
+    rows = [(p, lab, "test" if i % 2 else "train") for i, (p, lab) in enumerate(zip(found.paths, found.labels))]
+    csv_path = tmp_path / "imgs" / "list.csv"
+    csv_path.write_text("path,label,split\n" + "".join(f"{p},{lab},{s}\n" for p, lab, s in rows + rows[:1]))
+    found = D.scan(csv_path, keep=lambda path, label, split: split == "test")
+    assert found.kind == "csv" and found.has_split and found.splits == ["test", "test"]
+    assert found.paths == [rows[1][0], rows[3][0]]
+    found = D.scan(csv_path)
+    assert found.skipped == [(rows[0][0], "repeated: listed again on line 7 of the CSV (first on line 2)")]
+    with pytest.raises(DataError, match=r"only one class \('a'\) found"):
+        D.scan(csv_path, min_classes=2, keep=lambda path, label, split: label == "a")

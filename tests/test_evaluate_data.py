@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import make_image_folder
 
 from inceptune.errors import DataError, InceptuneError
 from inceptune.evaluate import evaluate_data
 from inceptune.prediction import predict
-
-from helpers import make_image_folder
 
 LABELS = ["class_0", "class_1", "class_2"]
 

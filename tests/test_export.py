@@ -118,7 +118,8 @@ def test_never_overwrites_without_force(tmp_path):
 
 def test_bad_arguments(tmp_path):
     model = _classifier()
-    with pytest.raises(InceptuneError, match=r"format must be one of .* received format='tflte'. HINT: did you mean 'tflite'\?"):
+    with pytest.raises(InceptuneError,
+                       match=r"format must be one of .* received format='tflte'. HINT: did you mean 'tflite'\?"):
         export.export_model(model, tmp_path / "m.tflite", "tflte")
     with pytest.raises(InceptuneError, match=r"ends in '.keras', received out=.*HINT: use out=.*m.keras"):
         export.export_model(model, tmp_path / "m.h5", "keras")

@@ -3,13 +3,12 @@ import json
 import keras
 import numpy as np
 import pytest
+from helpers import fresh_backbone
 
 from inceptune.architectures import block_map, build_inception_mini
 from inceptune.errors import SelectorError
 from inceptune.freezing import freeze, unfreeze
 from inceptune.heads import build_classifier
-
-from helpers import fresh_backbone
 
 
 def _bn(model):

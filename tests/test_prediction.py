@@ -9,14 +9,13 @@ import math
 
 import numpy as np
 import pytest
+from helpers import make_image_folder
 from PIL import Image
 
 from inceptune import prediction as _prediction
 from inceptune.data import load_image
 from inceptune.errors import InceptuneError
 from inceptune.prediction import collect_images, predict
-
-from helpers import make_image_folder
 
 LABELS = ["class_0", "class_1", "class_2"]
 

@@ -96,8 +96,9 @@ def test_minimal_recipe_gets_the_documented_defaults(images):
 
 
 def test_yaml_keys_are_the_dataclass_fields_and_each_is_documented():
-    for cls, keys in [(ModelConfig, sections._MODEL_KEYS), (HeadConfig, sections._HEAD_KEYS), (Stage, sections._STAGE_KEYS),
-                      (EarlyStopping, sections._EARLY_KEYS), (CacheConfig, sections._CACHE_KEYS), (InsertConfig, sections._INSERT_KEYS),
+    for cls, keys in [(ModelConfig, sections._MODEL_KEYS), (HeadConfig, sections._HEAD_KEYS),
+                      (Stage, sections._STAGE_KEYS), (EarlyStopping, sections._EARLY_KEYS),
+                      (CacheConfig, sections._CACHE_KEYS), (InsertConfig, sections._INSERT_KEYS),
                       (Recipe, sections.TOP_KEYS)]:
         assert tuple(f.name for f in dataclasses.fields(cls)) == keys, cls.__name__
         for key in keys:

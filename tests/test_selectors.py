@@ -2,6 +2,7 @@ import warnings
 
 import keras
 import pytest
+from helpers import backbone, fresh_backbone
 
 from inceptune import graph
 from inceptune.architectures import block_map
@@ -9,8 +10,6 @@ from inceptune.errors import SelectorError
 from inceptune.freezing import freeze
 from inceptune.heads import build_classifier
 from inceptune.selectors import SelectorWarning, parse, resolve, select
-
-from helpers import backbone, fresh_backbone
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,8 @@ def test_positional_cut_splitting_a_block_warns(v3):
 
 
 @pytest.mark.parametrize("selector,pattern", [
-    ("block:mixed11", r"unknown block 'mixed11'\. Did you mean 'mixed1', 'mixed10'.*Valid blocks of 'inception_v3': stem, mixed0"),
+    ("block:mixed11",
+     r"unknown block 'mixed11'\. Did you mean 'mixed1', 'mixed10'.*Valid blocks of 'inception_v3': stem, mixed0"),
     ("through:mixd7", r"unknown block or layer 'mixd7'\. Did you mean 'mixed7'"),
     ("first:-3", r"first:N needs a whole number N >= 0.*Received: first:-3"),
     ("re:(", r"re:\( is not a valid regular expression"),

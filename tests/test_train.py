@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import yaml
+from helpers import make_image_folder, mini_recipe
 
 from inceptune.architectures import build_inception_mini
 from inceptune.errors import InceptuneError, RecipeError
@@ -18,8 +19,6 @@ from inceptune.heads import build_classifier
 from inceptune.recipe import load_recipe
 from inceptune.schedules import ScheduleSpec, lr_at
 from inceptune.training import compile_stage, train
-
-from helpers import make_image_folder, mini_recipe
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -107,7 +106,8 @@ def test_lr_mult_zero_and_tenth():
     others = [p for p in base if p not in mixed3]
     assert mixed3 and others
     for p in mixed3:
-        np.testing.assert_allclose(tenth[p], 0.1 * base[p], rtol=1e-3, atol=5e-8)  # Adam: 1/10 the step (atol: float32 rounding of w - dw)
+        # Adam: 1/10 the step (atol: float32 rounding of w - dw)
+        np.testing.assert_allclose(tenth[p], 0.1 * base[p], rtol=1e-3, atol=5e-8)
         assert not np.any(zero[p])  # untouched
         assert np.any(base[p])
     for p in others:

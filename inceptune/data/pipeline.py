@@ -8,7 +8,7 @@ cache sees exactly the batches the image pipeline would give with the same seed.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

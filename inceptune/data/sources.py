@@ -14,8 +14,8 @@ import io
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -347,12 +347,12 @@ class Scan:
 
 
 def _first_rows(triples: list) -> tuple[list, list]:
-    """Keeps the first CSV row of each file; the repeats become skips naming both lines."""
+    """Keeps the first CSV row of each file. Returns (unique rows, [(repeated row, reason naming both lines)])."""
     first_line: dict[str, int] = {}
     unique, repeated = [], []
     for line, t in enumerate(triples, start=2):  # line numbers: the header is line 1
         if t[0] in first_line:
-            repeated.append((t[0], f"repeated: listed again on line {line} of the CSV (first on line {first_line[t[0]]})"))
+            repeated.append((t, f"repeated: listed again on line {line} of the CSV (first on line {first_line[t[0]]})"))
         else:
             first_line[t[0]] = line
             unique.append(t)
@@ -403,6 +403,7 @@ def scan(
         ignored = {}
     if keep is not None:
         triples = [t for t in triples if keep(*t)]
+        repeated = [(t, reason) for t, reason in repeated if keep(*t)]
     classes = dict(sorted(collections.Counter(lab for _, lab, _ in triples).items()))
     found = Scan(source, kind, [], [], [], [], [], [], [], ignored, warns, has_split, classes)
     if len(classes) < min_classes:
@@ -415,5 +416,5 @@ def scan(
         for column, value in zip((found.paths, found.labels, found.splits, found.hashes, found.dhashes, found.lumas),
                                  (path, label, split, r.sha256, r.dhash, r.luma)):
             column.append(value)
-    found.skipped.extend(repeated)
+    found.skipped.extend((t[0], reason) for t, reason in repeated)
     return found

@@ -12,7 +12,7 @@ import hashlib
 import math
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def _stable_key(path: str) -> str:
 
 
 def _hash_fraction(key: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

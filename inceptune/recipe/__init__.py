@@ -28,13 +28,31 @@ Example:
     >>> dump_recipe(recipe, "runs/flowers/recipe.yaml")
 """
 
-from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, INSERT_BLOCKS, MERGES, OPTIMIZERS,
-                               POOLINGS, SCHEDULES)
+from inceptune.choices import (
+                               BATCHNORM_POLICIES,
+                               CACHE_DTYPES,
+                               CACHE_MODES,
+                               INSERT_BLOCKS,
+                               MERGES,
+                               OPTIMIZERS,
+                               POOLINGS,
+                               SCHEDULES,
+)
 from inceptune.recipe.data_section import data_config_from_dict, parse_augment
 from inceptune.recipe.loading import dump_recipe, load_recipe, recipe_to_dict
 from inceptune.recipe.overrides import apply_overrides
-from inceptune.recipe.schema import (CacheConfig, DataConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig,
-                                     Recipe, SkipConfig, SplitConfig, Stage)
+from inceptune.recipe.schema import (
+                               CacheConfig,
+                               DataConfig,
+                               EarlyStopping,
+                               HeadConfig,
+                               InsertConfig,
+                               ModelConfig,
+                               Recipe,
+                               SkipConfig,
+                               SplitConfig,
+                               Stage,
+)
 
 __all__ = [
     "Recipe",

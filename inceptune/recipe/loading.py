@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -21,8 +22,7 @@ from inceptune.errors import InceptuneError, RecipeError
 from inceptune.recipe.checks import REQUIRED_HINTS, describe
 from inceptune.recipe.overrides import apply_overrides, blamed_override, new_part, parse_override, path_text
 from inceptune.recipe.schema import Recipe, Stage
-from inceptune.recipe.sections import (MODEL_FILE_SUFFIXES, TOP_KEYS, WEIGHT_SUFFIXES, WEIGHT_WORDS,
-                                       recipe_from_dict)
+from inceptune.recipe.sections import MODEL_FILE_SUFFIXES, TOP_KEYS, WEIGHT_SUFFIXES, WEIGHT_WORDS, recipe_from_dict
 from inceptune.recipe.yaml_format import RecipeDumper, RecipeLoader, yaml_error
 
 __all__ = ["load_recipe", "recipe_to_dict", "dump_recipe"]

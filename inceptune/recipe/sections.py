@@ -10,14 +10,43 @@ import copy
 import re
 from typing import Any
 
-from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, INSERT_BLOCKS, MERGES, OPTIMIZERS,
-                               POOLINGS, SCHEDULES)
+from inceptune.choices import (
+    BATCHNORM_POLICIES,
+    CACHE_DTYPES,
+    CACHE_MODES,
+    INSERT_BLOCKS,
+    MERGES,
+    OPTIMIZERS,
+    POOLINGS,
+    SCHEDULES,
+)
 from inceptune.errors import SelectorError, closest
-from inceptune.recipe.checks import (REQUIRED_HINTS, boolean, check_keys, child, choice, error, expected, integer,
-                                     mapping, number, sequence, show, string)
+from inceptune.recipe.checks import (
+    REQUIRED_HINTS,
+    boolean,
+    check_keys,
+    child,
+    choice,
+    error,
+    expected,
+    integer,
+    mapping,
+    number,
+    sequence,
+    show,
+    string,
+)
 from inceptune.recipe.data_section import data_config_from_dict
-from inceptune.recipe.schema import (CacheConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig, Recipe,
-                                     SkipConfig, Stage)
+from inceptune.recipe.schema import (
+    CacheConfig,
+    EarlyStopping,
+    HeadConfig,
+    InsertConfig,
+    ModelConfig,
+    Recipe,
+    SkipConfig,
+    Stage,
+)
 
 __all__ = ["recipe_from_dict", "TOP_KEYS", "WEIGHT_WORDS", "WEIGHT_SUFFIXES", "MODEL_FILE_SUFFIXES"]
 
@@ -177,8 +206,9 @@ def _stage_from_dict(value: Any, path: str, index: int) -> Stage:
     check_keys(d, path, _STAGE_KEYS, required=("train", "epochs", "lr"), section=section)
     name = string(name, f"{path}.name", "a stage name")
     if not _NAME_RE.fullmatch(name):
-        raise error(f"{path}.name", f"a stage name may contain only letters, digits, '_', '-' and '.' (it names files), "
-                                   f"got {show(name)}.", f"e.g. name: {re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.")
+        fixed = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        raise error(f"{path}.name", "a stage name may contain only letters, digits, '_', '-' and '.' (it names "
+                                   f"files), got {show(name)}.", f"e.g. name: {fixed}.")
     epochs = integer(d["epochs"], f"{path}.epochs", minimum=0)
     warmup = integer(d.get("warmup_epochs", 0), f"{path}.warmup_epochs", minimum=0)
     if warmup > epochs:

@@ -55,7 +55,7 @@ class RunState:
     optimizer: str | None = None
 
     @classmethod
-    def read(cls, folder: Path) -> "RunState":
+    def read(cls, folder: Path) -> RunState:
         """Reads `folder/state.json` (keys this version does not know are ignored)."""
         saved = json.loads((folder / "state.json").read_text())
         return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})

@@ -82,7 +82,8 @@ def compile_stage(model, stage, *, batchnorm: str = "frozen", bmap=None):
     if not selected:
         raise RecipeError(
             f"stages[{stage.name}].train: the selector {stage.train!r} matches no layer of {model.name!r}. "
-            f"HINT: `inceptune inspect {model.name.replace('_classifier', '')}` lists the blocks; 'head' trains the new head.")
+            f"HINT: `inceptune inspect {model.name.replace('_classifier', '')}` lists the blocks; 'head' trains the "
+            "new head.")
     report = freezing.apply_trainable(model, selected, batchnorm=batchnorm, selector=f"train {stage.train}", bmap=bmap,
                                       warnings=tuple(warns))
     if report.trainable_params == 0:

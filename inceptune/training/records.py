@@ -73,8 +73,8 @@ def summary_table(history: list[dict], metrics: dict) -> str:
     for name, rows in stages.items():
         last = rows[-1]
         val = [r.get("val_accuracy") for r in rows if r.get("val_accuracy") is not None]
-        lines.append(f"{name:<14} {len(rows):>6}  {last.get('loss', math.nan):>9.4f}  {last.get('accuracy', math.nan):>8.4f}  "
-                     f"{(max(val) if val else math.nan):>12.4f}")
+        lines.append(f"{name:<14} {len(rows):>6}  {last.get('loss', math.nan):>9.4f}  "
+                     f"{last.get('accuracy', math.nan):>8.4f}  {(max(val) if val else math.nan):>12.4f}")
     acc = metrics.get("accuracy")
     lines.append(f"test accuracy {acc:.4f}" if isinstance(acc, float) else f"test metrics: {list(metrics)[:5]}")
     return "\n".join(lines)

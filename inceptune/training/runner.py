@@ -295,8 +295,9 @@ class _Runner:
                                                          write_graph=False, update_freq="epoch"))
         except Exception:  # noqa: BLE001 - TensorBoard logging is optional
             pass
+        bar = 1 if (self.verbose and sys.stdout.isatty()) else 0
         h = self.model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
-                           callbacks=callbacks, shuffle=False, verbose=1 if (self.verbose and sys.stdout.isatty()) else 0)
+                           callbacks=callbacks, shuffle=False, verbose=bar)
         return {k: float(v[-1]) for k, v in h.history.items()}, lr.last, False
 
     def _checkpoint(self, plan: _StagePlan, epoch: int, logs: dict, lr: float, cached: bool,
@@ -327,8 +328,9 @@ class _Runner:
                 self.weights.load(stopper.restores)
                 self.weights.save(weights_file, n)
                 if stopped:
-                    self.log(f"  early stopping: {stopper.monitor} did not improve for {stage.early_stopping.patience + 1} "
-                             f"epochs; restored the best epoch ({stopper.monitor} {state.es_best:.4f})")
+                    self.log(f"  early stopping: {stopper.monitor} did not improve for "
+                             f"{stage.early_stopping.patience + 1} epochs; restored the best epoch "
+                             f"({stopper.monitor} {state.es_best:.4f})")
             stopper.reset()
             state.stage, state.epoch = plan.index + 1, 0
         else:
