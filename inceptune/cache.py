@@ -228,9 +228,8 @@ def _prefix_fingerprint(model, cut: Cut) -> str:
 
 
 def _memory_budget_bytes(cfg) -> int:
-    mb = getattr(cfg, "memory_budget_mb", None)
-    if mb:
-        return int(float(mb) * 2**20)
+    if cfg.memory_budget_mb:
+        return int(float(cfg.memory_budget_mb) * 2**20)
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -351,18 +350,17 @@ class CacheContext:
         self.cfg, self.data, self.out, self.log = cfg, data, Path(out), log
         self.image_size, self.resize = int(image_size), resize
         self.seed = int(recipe.seed)
-        self.dtype = getattr(cfg, "dtype", "float32")
-        self.views = int(getattr(cfg, "views", 1) or 1)
-        self.augment = getattr(recipe.data, "augment", "none")
+        self.dtype = cfg.dtype
+        self.augment = recipe.data.augment
         self.augment_on = self.augment not in (None, "none", [], ())
-        if not self.augment_on:
-            self.views = 1
-        self.balance = getattr(recipe.data, "balance", "none")
-        self.batch_size = int(getattr(recipe.data, "batch_size", 32) or 32)
+        self.views = cfg.views if self.augment_on else 1
+        self.balance = recipe.data.balance
+        self.batch_size = recipe.data.batch_size
         self.train_y = data.label_ids("train")
         self.val_y = data.label_ids("val") if data.paths("val") else None
         self.test_n = len(data.paths("test"))
         self.planned: list = []
+        self.cache_test = False
         self.budget = _memory_budget_bytes(cfg)
         self.hits = 0
         self.misses = 0
@@ -402,7 +400,7 @@ class CacheContext:
         """Later stages' cuts that this stage's pass can fill: upstream of `cut`, and nothing in their prefix
         trains in this stage or any stage before theirs."""
         out = []
-        plan = getattr(self, "planned", [])
+        plan = self.planned
         for j in range(stage_index + 1, len(plan)):
             later, _ = plan[j]
             if later.layer is None or later.layer == cut.layer or not later.prefix <= cut.prefix:
@@ -439,7 +437,7 @@ class CacheContext:
 
         prefix = keras.Model(model.inputs, [model.get_layer(c.layer).output for c in cuts], name=f"{model.name}_prefix")
         forward = compiled_forward(prefix)
-        with_test = bool(getattr(self, "cache_test", False))
+        with_test = self.cache_test
         total = (len(self.train_y) * self.views + (len(self.val_y) if self.val_y is not None else 0)
                  + (self.test_n if with_test else 0))
         t0 = time.time()

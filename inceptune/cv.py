@@ -151,7 +151,7 @@ def _val_metrics(run, data_cfg, manifest_rows: list[dict], image_size: int, batc
     index = {name: i for i, name in enumerate(run.labels)}
     y = np.array([index[r["label"]] for r in val], dtype=np.int64)
     ds = _data.files_dataset([r["path"] for r in val], batch_size=batch_size, image_size=image_size,
-                             resize=getattr(data_cfg, "resize", "stretch"))
+                             resize=data_cfg.resize)
     probs = predict_proba(run.model, ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -235,7 +235,7 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
     fold_of = make_folds(rows, folds, seed=recipe.seed)
     labels = list(data.labels)
     image_size = resolve_image_size(recipe)
-    batch_size = int(getattr(recipe.data, "batch_size", 32) or 32)
+    batch_size = recipe.data.batch_size
     test_rows = [r for r in rows if r["split"] == "test"]
     say(f"cv: {folds} stratified folds over {len(rows) - len(test_rows)} train+val images; "
         f"{len(test_rows)} test images held out")
