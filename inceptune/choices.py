@@ -2,28 +2,8 @@
 
 The recipe validator checks against these tables; the modules that implement each value (heads, freezing,
 schedules, the trainer, the data pipeline, the cache) import the same tables, so a new value is added in one
-place and in the code that implements it.
+place and in the code that implements it. Every name here is public.
 """
-
-from __future__ import annotations
-
-__all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "BATCHNORM_POLICIES",
-    "POOLINGS",
-    "MERGES",
-    "INSERT_BLOCKS",
-    "CACHE_MODES",
-    "CACHE_DTYPES",
-    "RESIZE_MODES",
-    "SPLITS",
-    "SPLIT_METHODS",
-    "BALANCE_MODES",
-    "AUGMENT_OPS",
-    "AUGMENT_PRESETS",
-    "FILL_MODES",
-]
 
 # === model and stages ===
 

@@ -235,7 +235,6 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
     fold_of = make_folds(rows, folds, seed=recipe.seed)
     labels = list(data.labels)
     image_size = resolve_image_size(recipe)
-    batch_size = recipe.data.batch_size
     test_rows = [r for r in rows if r["split"] == "test"]
     say(f"cv: {folds} stratified folds over {len(rows) - len(test_rows)} train+val images; "
         f"{len(test_rows)} test images held out")
@@ -243,22 +242,8 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
     # === one full staged run per fold ===
     fold_results, test_probs, test_y = [], [], None
     for k in range(folds):
-        manifest_rows = fold_manifest_rows(rows, fold_of, k)
-        manifest = out / "folds" / f"fold-{k}.csv"
-        atomic_write_text(manifest, _manifest_text(manifest_rows))
         say(f"\n=== cv fold {k + 1}/{folds}: {out / f'fold-{k}'} ===")
-        t0 = time.time()
-        run = train(_fold_recipe(recipe, manifest.resolve()), out=out / f"fold-{k}", verbose=verbose)
-        if list(run.labels) != labels:
-            raise RecipeError(f"cv: fold {k} found the classes {run.labels}, expected {labels}.")
-        seconds = time.time() - t0
-        result = {"fold": k,
-                  "train_size": sum(1 for r in manifest_rows if r["split"] == "train"),
-                  "val_size": sum(1 for r in manifest_rows if r["split"] == "val")}
-        result.update(_val_metrics(run, recipe.data, manifest_rows, image_size, batch_size))
-        result.update(_history_best(run.history))
-        result.update(_test_summary(run.metrics))
-        result.update(epochs=len(run.history), seconds=round(seconds, 1))
+        result, run = _run_fold(train, recipe, out, rows, fold_of, k, labels, image_size, verbose)
         fold_results.append(result)
         if run.metrics and run.metrics.get("predictions"):
             test_probs.append(np.asarray(run.metrics["predictions"]["probs"], dtype=np.float64))
@@ -266,18 +251,51 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
         say(f"cv fold {k + 1}/{folds}: val accuracy {result['val_accuracy']:.4f}"
             + (f", test accuracy {result['test_accuracy']:.4f}" if result["test_accuracy"] is not None else ""))
 
-    mean, std = _mean_std(fold_results)
     ensemble_metrics = None
     if test_probs:
-        probs = np.mean(test_probs, axis=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            ensemble_metrics = compute_metrics(test_y, probs, labels, paths=[r["path"] for r in test_rows])
+            ensemble_metrics = compute_metrics(test_y, np.mean(test_probs, axis=0), labels,
+                                               paths=[r["path"] for r in test_rows])
         write_metrics(ensemble_metrics, out / "metrics.json")
-    result = {
+    result = _cv_result(folds, recipe.seed, labels, rows, test_rows, fold_results, ensemble_metrics)
+    atomic_write_json(out / "cv.json", result)
+    write_report(out, metrics=ensemble_metrics, recipe=out / "recipe.yaml",
+                 manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
+                 warnings=list(data.warnings), cv=result,
+                 title=f"inceptune {folds}-fold cross-validation {out.name}")
+    say("\n" + format_cv(result))
+    say(f"cv.json: {out / 'cv.json'}\nreport:  {out / 'report.html'}")
+    return dict(result, dir=str(out))
+
+
+def _run_fold(train, recipe, out: Path, rows, fold_of, k: int, labels, image_size: int, verbose: bool):
+    """Trains fold `k` as a complete run (`out/fold-<k>/`) and scores it. Returns (fold row of cv.json, Run)."""
+    manifest_rows = fold_manifest_rows(rows, fold_of, k)
+    manifest = out / "folds" / f"fold-{k}.csv"
+    atomic_write_text(manifest, _manifest_text(manifest_rows))
+    t0 = time.time()
+    run = train(_fold_recipe(recipe, manifest.resolve()), out=out / f"fold-{k}", verbose=verbose)
+    if list(run.labels) != labels:
+        raise RecipeError(f"cv: fold {k} found the classes {run.labels}, expected {labels}.")
+    seconds = time.time() - t0
+    result = {"fold": k,
+              "train_size": sum(1 for r in manifest_rows if r["split"] == "train"),
+              "val_size": sum(1 for r in manifest_rows if r["split"] == "val")}
+    result.update(_val_metrics(run, recipe.data, manifest_rows, image_size, recipe.data.batch_size))
+    result.update(_history_best(run.history))
+    result.update(_test_summary(run.metrics))
+    result.update(epochs=len(run.history), seconds=round(seconds, 1))
+    return result, run
+
+
+def _cv_result(folds: int, seed: int, labels, rows, test_rows, fold_results, ensemble_metrics) -> dict:
+    """The content of cv.json (schema in the module docstring)."""
+    mean, std = _mean_std(fold_results)
+    return {
         "schema_version": CV_SCHEMA_VERSION,
         "num_folds": int(folds),
-        "seed": int(recipe.seed),
+        "seed": int(seed),
         "labels": labels,
         "pool_size": len(rows) - len(test_rows),
         "test_size": len(test_rows),
@@ -287,14 +305,6 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
         "ensemble_test": None if ensemble_metrics is None else {
             k[len("test_"):]: v for k, v in _test_summary(ensemble_metrics).items()},
     }
-    atomic_write_json(out / "cv.json", result)
-    write_report(out, metrics=ensemble_metrics, recipe=out / "recipe.yaml",
-                 manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
-                 warnings=list(data.warnings), cv=result,
-                 title=f"inceptune {folds}-fold cross-validation {out.name}")
-    say("\n" + format_cv(result))
-    say(f"cv.json: {out / 'cv.json'}\nreport:  {out / 'report.html'}")
-    return dict(result, dir=str(out))
 
 
 def format_cv(result: dict) -> str:

@@ -54,9 +54,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import warnings as _warnings
@@ -67,6 +65,7 @@ import numpy as np
 
 from inceptune import data as _data
 from inceptune._io import atomic_write_text
+from inceptune.data.prepared import write_skipped
 from inceptune.errors import DataError, InceptuneError, closest
 from inceptune.inference import predict_proba
 from inceptune.models import input_size, model_labels, resolve_model, run_resize
@@ -140,20 +139,52 @@ def compute_metrics(
         _warnings.simplefilter("ignore", UserWarning)
         out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y_true, y_pred))
 
+    out["top_k_accuracy"] = _top_k_accuracy(y_true, probs, top_k, out["accuracy"])
+    _class_metrics(out, y_true, y_pred, labels, found)
+    _ranking_metrics(out, y_true, probs, labels, found)
+    out["log_loss"] = float(skm.log_loss(y_true, probs, labels=idx))
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=idx).astype(int).tolist()
+
+    ece, bins = expected_calibration_error(y_true, probs, num_bins=ECE_BINS, return_bins=True)
+    out["ece"] = ece
+    out["calibration"] = {"num_bins": ECE_BINS, "bins": bins}
+
+    out["misclassified"] = _misclassified(y_true, y_pred, probs, labels, paths)
+    out["warnings"] = found
+    for message in found:
+        _warnings.warn(message, UserWarning, stacklevel=2)
+    if keep_predictions:
+        out["predictions"] = {
+            "y_true": y_true.astype(int).tolist(),
+            "probs": np.round(probs, 7).tolist(),
+        }
+    return out
+
+
+def _top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, top_k: Iterable[int], accuracy: float) -> dict:
+    """Top-k accuracy for every k < C (scikit-learn's `top_k_accuracy_score`)."""
+    from sklearn import metrics as skm
+
     ks = sorted({int(k) for k in top_k})
-    bad_k = [k for k in ks if k < 1]
-    if bad_k:
+    if any(k < 1 for k in ks):
         raise DataError(f"top_k: every k must be >= 1, received top_k={list(top_k)}.")
-    out["top_k_accuracy"] = {}
+    c = probs.shape[1]
+    out = {}
     for k in ks:
         if k >= c:
             continue
         if c == 2:  # k == 1; sklearn's binary form thresholds probs[:, 1] instead of taking the argmax.
-            value = out["accuracy"]
+            out[str(k)] = accuracy
         else:
-            value = float(skm.top_k_accuracy_score(y_true, probs, k=k, labels=idx))
-        out["top_k_accuracy"][str(k)] = value
+            out[str(k)] = float(skm.top_k_accuracy_score(y_true, probs, k=k, labels=list(range(c))))
+    return out
 
+
+def _class_metrics(out: dict, y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], found: list[str]) -> None:
+    """Fills precision, recall, F1 and support per class and their macro and weighted averages."""
+    from sklearn import metrics as skm
+
+    idx = list(range(len(labels)))
     prec, rec, f1, sup = skm.precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0.0)
     out["per_class"] = {
         labels[i]: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(sup[i])}
@@ -163,7 +194,7 @@ def compute_metrics(
         p, r, f, _ = skm.precision_recall_fscore_support(
             y_true, y_pred, labels=idx, average=avg, zero_division=0.0
         )
-        out[f"{avg}_avg"] = {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+        out[f"{avg}_avg"] = {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(len(y_true))}
     missing = [labels[i] for i in idx if sup[i] == 0]
     if missing:
         found.append(
@@ -171,18 +202,13 @@ def compute_metrics(
             "lower the macro averages"
         )
 
-    _ranking_metrics(out, y_true, probs, labels, found)
-    out["log_loss"] = float(skm.log_loss(y_true, probs, labels=idx))
-    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=idx).astype(int).tolist()
 
-    ece, bins = expected_calibration_error(y_true, probs, num_bins=ECE_BINS, return_bins=True)
-    out["ece"] = ece
-    out["calibration"] = {"num_bins": ECE_BINS, "bins": bins}
-
+def _misclassified(y_true, y_pred, probs, labels, paths) -> list[dict]:
+    """The mistakes, most confident first."""
     wrong = np.flatnonzero(y_pred != y_true)
-    conf = probs[np.arange(n), y_pred]
+    conf = probs[np.arange(len(y_true)), y_pred]
     wrong = wrong[np.argsort(-conf[wrong], kind="stable")]
-    out["misclassified"] = [
+    return [
         {
             "index": int(i),
             "path": None if paths is None else str(paths[i]),
@@ -193,15 +219,6 @@ def compute_metrics(
         }
         for i in wrong
     ]
-    out["warnings"] = found
-    for message in found:
-        _warnings.warn(message, UserWarning, stacklevel=2)
-    if keep_predictions:
-        out["predictions"] = {
-            "y_true": y_true.astype(int).tolist(),
-            "probs": np.round(probs, 7).tolist(),
-        }
-    return out
 
 
 def _ranking_metrics(out: dict, y_true: np.ndarray, probs: np.ndarray, labels: list[str], found: list[str]):
@@ -560,21 +577,7 @@ def evaluate_data(
     """
     if batch_size < 1:
         raise InceptuneError(f"evaluate: batch_size must be >= 1, received batch_size={batch_size}.")
-    model, found_labels, run_dir = resolve_model(model_or_path)
-    class_names = labels if labels is not None else found_labels
-    if class_names is None:
-        raise InceptuneError(
-            "evaluate: the model's class names are unknown (no labels.json beside it). HINT: pass the run folder, "
-            "put a labels.json (a JSON list of class names in output order) beside the .keras file, or pass labels=."
-        )
-    class_names = model_labels(model, class_names)
-    if out is None:
-        if run_dir is None:
-            raise InceptuneError(
-                "evaluate: out= is required when the model is given as a keras.Model (there is no run folder to "
-                "write into). HINT: pass out='some/folder'.")
-        out = default_eval_dir(run_dir, source)
-    out = Path(out)
+    model, class_names, run_dir, out = _model_and_out(model_or_path, labels, out, source)
     source = os.path.abspath(os.fspath(source))
 
     paths, data_labels, skipped, warns, root = _scan_labelled(
@@ -596,7 +599,7 @@ def evaluate_data(
 
     out.mkdir(parents=True, exist_ok=True)
     write_metrics(metrics, out / "metrics.json")
-    _write_skipped(out / "skipped.csv", skipped)
+    write_skipped(out, skipped)
     rows = [{"path": p, "label": lab, "split": "evaluated"} for p, lab in zip(paths, data_labels)]
     recipe = run_dir / "recipe.yaml" if run_dir is not None and (run_dir / "recipe.yaml").is_file() else None
     history = run_dir / "history.csv" if run_dir is not None and (run_dir / "history.csv").is_file() else None
@@ -607,12 +610,23 @@ def evaluate_data(
     return Evaluation(dir=out, metrics=metrics, skipped=skipped, warnings=warns, source=source)
 
 
-def _write_skipped(path: Path, skipped) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", "reason"])
-    writer.writerows(skipped)
-    atomic_write_text(path, buf.getvalue())
+def _model_and_out(model_or_path, labels, out, source):
+    """(model, its class names, its run folder or None, the output folder) of an evaluation."""
+    model, found_labels, run_dir = resolve_model(model_or_path)
+    class_names = labels if labels is not None else found_labels
+    if class_names is None:
+        raise InceptuneError(
+            "evaluate: the model's class names are unknown (no labels.json beside it). HINT: pass the run folder, "
+            "put a labels.json (a JSON list of class names in output order) beside the .keras file, or pass labels=."
+        )
+    class_names = model_labels(model, class_names)
+    if out is None:
+        if run_dir is None:
+            raise InceptuneError(
+                "evaluate: out= is required when the model is given as a keras.Model (there is no run folder to "
+                "write into). HINT: pass out='some/folder'.")
+        out = default_eval_dir(run_dir, source)
+    return model, class_names, run_dir, Path(out)
 
 
 def format_evaluation(ev: Evaluation) -> str:

@@ -127,8 +127,37 @@ def export_model(
         InceptuneError: unknown format, output exists without ``force``, a converter or runtime is not
             installed (with the pip command), labels of the wrong length, or the check failed.
     """
-    format = _check_format(format)
-    out = Path(out)
+    format, out = _check_format(format), Path(out)
+    labels, labels_path = _check_export_args(model, out, format, labels, force)
+    _require_packages(format, runtime=verify)
+    images = _verify_images(model, verify_images) if verify else None
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if format == "keras":
+        tmp = tmp.with_name(tmp.name + ".keras")  # Keras insists on the suffix
+    _remove(tmp)
+    try:
+        _convert(model, tmp, format, images)
+        if verify:
+            check = verify_export(tmp, format, model, images, atol=atol)
+            if not check.ok:
+                raise InceptuneError(
+                    f"export: the {format} export does not reproduce the Keras model: {check}. "
+                    "HINT: report this with the model summary; a larger atol accepts small numeric drift."
+                )
+        if out.exists():  # only reachable with force=True
+            _remove(out)
+        os.replace(tmp, out)
+    finally:
+        _remove(tmp)
+    if labels is not None:
+        atomic_write_json(labels_path, labels)
+    return out
+
+
+def _check_export_args(model, out: Path, format: str, labels, force: bool) -> tuple[list[str] | None, Path]:
+    """Refuses an export that would overwrite something or mislabel the model. Returns (labels, labels path)."""
     if format == "keras" and out.suffix != ".keras":
         raise InceptuneError(
             f"export: the keras format writes a file whose name ends in '.keras', received out={str(out)!r}. "
@@ -160,33 +189,9 @@ def export_model(
             f"export: model {model.name!r} has no layer named 'preprocess'; the export takes whatever input the "
             "model takes, not necessarily raw 0-255 RGB pixels",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    _require_packages(format, runtime=verify)
-    images = _verify_images(model, verify_images) if verify else None
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if format == "keras":
-        tmp = tmp.with_name(tmp.name + ".keras")  # Keras insists on the suffix
-    _remove(tmp)
-    try:
-        _convert(model, tmp, format, images)
-        if verify:
-            check = verify_export(tmp, format, model, images, atol=atol)
-            if not check.ok:
-                raise InceptuneError(
-                    f"export: the {format} export does not reproduce the Keras model: {check}. "
-                    "HINT: report this with the model summary; a larger atol accepts small numeric drift."
-                )
-        if out.exists():  # only reachable with force=True
-            _remove(out)
-        os.replace(tmp, out)
-    finally:
-        _remove(tmp)
-    if labels is not None:
-        atomic_write_json(labels_path, labels)
-    return out
+    return labels, labels_path
 
 
 def verify_export(path, format: str, model, images=None, *, atol: float = 1e-3, tie_tol: float = 1e-4) -> ExportCheck:

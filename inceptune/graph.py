@@ -157,13 +157,7 @@ def rebuild(
     Returns:
         A new `keras.Model`. Layers of the new model that were copies of old layers carry the old weights.
     """
-    if inputs is None:
-        # Named after the old input layers (a KerasTensor's own name is an automatic `keras_tensor_N`).
-        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=_input_layer_name(t)) for t in model.inputs]
-        single = len(inputs) == 1
-    else:
-        single = not isinstance(inputs, (list, tuple))
-        inputs = [inputs] if single else list(inputs)
+    inputs, single = _new_inputs(model, inputs)
     start = list(inputs)
     if input_fn is not None:
         mapped = input_fn(start[0] if len(start) == 1 else start)
@@ -209,11 +203,25 @@ def rebuild(
         outputs = outputs_fn(outputs, outputs_by_name)
     new = keras.Model(inputs[0] if single else inputs, outputs, name=name or model.name)
     if clone:
-        for layer in new.layers:
-            old = originals.get(layer.name)
-            if old is not None and old is not layer and old.weights:
-                (copy_fn or copy_weights)(old, layer)
+        _copy_cloned_weights(new, originals, copy_fn or copy_weights)
     return new
+
+
+def _new_inputs(model, inputs) -> tuple[list, bool]:
+    """The rebuilt model's input tensors (fresh ones by default) and whether it has a single input."""
+    if inputs is None:
+        # Named after the old input layers (a KerasTensor's own name is an automatic `keras_tensor_N`).
+        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=_input_layer_name(t)) for t in model.inputs]
+        return inputs, len(inputs) == 1
+    single = not isinstance(inputs, (list, tuple))
+    return ([inputs] if single else list(inputs)), single
+
+
+def _copy_cloned_weights(new, originals: dict, copy_fn: Callable) -> None:
+    for layer in new.layers:
+        old = originals.get(layer.name)
+        if old is not None and old is not layer and old.weights:
+            copy_fn(old, layer)
 
 
 def copy_weights(src_layer, dst_layer) -> None:

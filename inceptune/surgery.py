@@ -255,35 +255,8 @@ def add_skip(model, src: str, dst: str, *, merge: str = "add", projection="auto"
     """
     merge, projection, init = _check_skip_args(merge, projection, init)
     model = _flat(model)
-    src_name, dst_name = _resolve(model, src, "src"), _resolve(model, dst, "dst")
-    src_out, dst_out = _output(model, src_name), _output(model, dst_name)
-    src_shape, dst_shape = tuple(src_out.shape), tuple(dst_out.shape)
-    where = (f"from {src!r} (layer {src_name!r}, output {_shape_text(src_shape)}) to {dst!r} "
-             f"(layer {dst_name!r}, output {_shape_text(dst_shape)})")
-    graph = _graph.parents(model)
-    if src_name == dst_name:
-        raise SurgeryError(f"cannot add a skip {where}: src and dst are the same layer. Allowed: src strictly "
-                           f"upstream of dst. Received: src={src!r}, dst={dst!r}.")
-    if src_name not in _graph.ancestors(model, dst_name, graph=graph):
-        if dst_name in _graph.ancestors(model, src_name, graph=graph):
-            raise SurgeryError(
-                f"cannot add a skip {where}: src must be upstream of dst, but {src_name!r} is downstream of "
-                f"{dst_name!r} (a skip that way would make a cycle). Received: src={src!r}, dst={dst!r}. "
-                f"HINT: swap them: add_skip(model, {dst!r}, {src!r}).")
-        raise SurgeryError(
-            f"cannot add a skip {where}: src must be upstream of dst, but they are on parallel paths (neither "
-            f"feeds the other). Received: src={src!r}, dst={dst!r}. HINT: pick a src that feeds dst, e.g. a "
-            f"block output before dst.")
+    src_name, dst_name, src_shape, dst_shape, where = _skip_endpoints(model, src, dst)
     rank = len(dst_shape)
-    if len(src_shape) != rank or rank not in (2, 4):
-        raise SurgeryError(
-            f"cannot merge a skip {where}: both outputs must be 4-D feature maps (N, H, W, C) or both 2-D "
-            f"(N, C). Received: {len(src_shape)}-D and {len(dst_shape)}-D. HINT: connect two feature maps "
-            f"(block outputs), or two layers of the head.")
-    if rank == 4 and None in src_shape[1:3] + dst_shape[1:3]:
-        raise SurgeryError(
-            f"cannot shape a skip {where}: the spatial sizes must be known. Received: {src_shape} and "
-            f"{dst_shape}. HINT: build the model for a fixed image size (image_size=...).")
     src_c, dst_c = int(src_shape[-1]), int(dst_shape[-1])
     conv_channels = _projection_channels(merge, projection, init, src_c, dst_c, where)
     prefix = name or f"skip_{src}_{dst}"
@@ -313,6 +286,40 @@ def add_skip(model, src: str, dst: str, *, merge: str = "add", projection="auto"
         return _call_widened(layer, args, kwargs, inputs, in_masks, masks, widened, where)
 
     return _graph.rebuild(model, call_fn=call_fn, copy_fn=_widened_copy(init, widened))
+
+
+def _skip_endpoints(model, src: str, dst: str):
+    """Resolves and checks a skip's ends: (src layer, dst layer, src shape, dst shape, text naming both)."""
+    src_name, dst_name = _resolve(model, src, "src"), _resolve(model, dst, "dst")
+    src_out, dst_out = _output(model, src_name), _output(model, dst_name)
+    src_shape, dst_shape = tuple(src_out.shape), tuple(dst_out.shape)
+    where = (f"from {src!r} (layer {src_name!r}, output {_shape_text(src_shape)}) to {dst!r} "
+             f"(layer {dst_name!r}, output {_shape_text(dst_shape)})")
+    graph = _graph.parents(model)
+    if src_name == dst_name:
+        raise SurgeryError(f"cannot add a skip {where}: src and dst are the same layer. Allowed: src strictly "
+                           f"upstream of dst. Received: src={src!r}, dst={dst!r}.")
+    if src_name not in _graph.ancestors(model, dst_name, graph=graph):
+        if dst_name in _graph.ancestors(model, src_name, graph=graph):
+            raise SurgeryError(
+                f"cannot add a skip {where}: src must be upstream of dst, but {src_name!r} is downstream of "
+                f"{dst_name!r} (a skip that way would make a cycle). Received: src={src!r}, dst={dst!r}. "
+                f"HINT: swap them: add_skip(model, {dst!r}, {src!r}).")
+        raise SurgeryError(
+            f"cannot add a skip {where}: src must be upstream of dst, but they are on parallel paths (neither "
+            f"feeds the other). Received: src={src!r}, dst={dst!r}. HINT: pick a src that feeds dst, e.g. a "
+            f"block output before dst.")
+    rank = len(dst_shape)
+    if len(src_shape) != rank or rank not in (2, 4):
+        raise SurgeryError(
+            f"cannot merge a skip {where}: both outputs must be 4-D feature maps (N, H, W, C) or both 2-D "
+            f"(N, C). Received: {len(src_shape)}-D and {len(dst_shape)}-D. HINT: connect two feature maps "
+            f"(block outputs), or two layers of the head.")
+    if rank == 4 and None in src_shape[1:3] + dst_shape[1:3]:
+        raise SurgeryError(
+            f"cannot shape a skip {where}: the spatial sizes must be known. Received: {src_shape} and "
+            f"{dst_shape}. HINT: build the model for a fixed image size (image_size=...).")
+    return src_name, dst_name, src_shape, dst_shape, where
 
 
 def _check_skip_args(merge, projection, init):

@@ -34,3 +34,24 @@ def _clear_keras_session():
 
     keras.backend.clear_session()
     yield
+
+
+@pytest.fixture(scope="module")
+def labelled_images(tmp_path_factory):
+    """A class-per-folder dataset: 3 classes of 4 images each (the classes of `tiny_run`)."""
+    from helpers import make_image_folder
+
+    return make_image_folder(tmp_path_factory.mktemp("pred") / "images", classes=3, per_class=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A minimal run folder: model.keras (`helpers.tiny_classifier`) + labels.json (`helpers.TINY_LABELS`)."""
+    import json
+
+    from helpers import TINY_LABELS, tiny_classifier
+
+    d = tmp_path_factory.mktemp("run")
+    tiny_classifier().save(d / "model.keras")
+    (d / "labels.json").write_text(json.dumps(TINY_LABELS))
+    return d

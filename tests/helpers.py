@@ -80,3 +80,30 @@ def mini_recipe(data_dir, **over):
     for key, value in over.items():
         recipe[key] = value
     return recipe
+
+
+TINY_LABELS = ["class_0", "class_1", "class_2"]
+
+
+def tiny_classifier(*, batchnorm: bool = False):
+    """A tiny seeded stock-layer classifier: 32x32 raw RGB in, 3 softmax outputs (untrained but image-dependent).
+
+    With `batchnorm`, a Conv/BN/ReLU/pool stem whose BatchNormalization has non-trivial moving statistics, so
+    exports and safe-mode loading really exercise it.
+    """
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
+    if batchnorm:
+        x = keras.layers.BatchNormalization(name="stem_bn")(x)
+        x = keras.layers.Activation("relu", name="stem_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="head_dense", kernel_initializer="he_normal")(x)
+    model = keras.Model(inp, out, name="tiny_classifier")
+    if batchnorm:
+        bn = model.get_layer("stem_bn")
+        bn.moving_mean.assign(np.linspace(-0.2, 0.2, 8).astype("float32"))
+        bn.moving_variance.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
+    return model

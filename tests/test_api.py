@@ -2,6 +2,8 @@ import importlib
 import importlib.util
 import inspect
 import pkgutil
+import subprocess
+import sys
 
 import inceptune as it
 
@@ -48,3 +50,10 @@ def test_documented_defaults_match_signatures():
     assert inspect.signature(it.add_skip).parameters["init"].default == "zeros"
     assert inspect.signature(it.add_skip).parameters["merge"].default == "add"
     assert "Defaults to \"frozen\"" in it.freeze.__doc__
+
+
+def test_the_cli_and_the_data_layer_import_no_keras():
+    code = ("import sys, inceptune, inceptune.cli, inceptune.data, inceptune.recipe, inceptune.evaluate; "
+            "print('keras' in sys.modules, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -7,35 +7,14 @@ import json
 
 import numpy as np
 import pytest
+from helpers import images as random_images
+from helpers import tiny_classifier
 
 from inceptune import export, models
 from inceptune.errors import InceptuneError
 
 LABELS = ["daisy", "rose", "tulip"]
 
-
-def _classifier():
-    """Input(32,32,3) -> preprocess -> Conv/BN/pool -> Dense softmax, seeded so outputs are reproducible."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.Activation("relu", name="stem_relu")(x)
-    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    out = keras.layers.Dense(3, activation="softmax", name="head_dense", kernel_initializer="he_normal")(x)
-    model = keras.Model(inp, out, name="tiny_classifier")
-    bn = model.get_layer("stem_bn")  # non-trivial moving statistics so BatchNorm is really exercised
-    bn.moving_mean.assign(np.linspace(-0.2, 0.2, 8).astype("float32"))
-    bn.moving_variance.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
-    return model
-
-
-def _images(n=6, seed=1):
-    return np.random.default_rng(seed).uniform(0, 255, size=(n, 32, 32, 3)).astype("float32")
 
 
 def _missing(*packages):
@@ -52,8 +31,8 @@ _SKIP = {
 def test_round_trip_every_format(tmp_path, fmt):
     if _SKIP.get(fmt):
         pytest.skip(f"{fmt}: packages not installed: {_SKIP[fmt]}")
-    model = _classifier()
-    images = _images()
+    model = tiny_classifier(batchnorm=True)
+    images = random_images(6, 32, seed=1)
     out = export.export_model(model, tmp_path / "exp" / _SUFFIX[fmt], fmt, labels=LABELS, verify_images=images)
     assert out == tmp_path / "exp" / _SUFFIX[fmt] and out.exists()
     labels_file = out / "labels.json" if fmt == "savedmodel" else out.parent / "labels.json"
@@ -64,7 +43,7 @@ def test_round_trip_every_format(tmp_path, fmt):
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(expected)
 
     # Independently: the export run by its runtime on *other* images gives the Keras outputs.
-    other = _images(5, seed=7)
+    other = random_images(5, 32, seed=7)
     reference = model(other, training=False).numpy()
     got = export._RUNNERS[fmt](out, other)
     np.testing.assert_allclose(got, reference, atol=1e-5)
@@ -80,8 +59,8 @@ def test_exports_take_raw_pixels():
     """The preprocessing is inside: feeding 0-255 pixels equals feeding the rescaled ones past the layer."""
     import keras
 
-    model = _classifier()
-    images = _images(2)
+    model = tiny_classifier(batchnorm=True)
+    images = random_images(2, 32, seed=1)
     inner = keras.Model(model.get_layer("stem_conv").input, model.output)
     np.testing.assert_allclose(
         model(images).numpy(), inner(images / 127.5 - 1.0).numpy(), atol=1e-6
@@ -89,20 +68,20 @@ def test_exports_take_raw_pixels():
 
 
 def test_verify_detects_a_different_model(tmp_path):
-    model = _classifier()
+    model = tiny_classifier(batchnorm=True)
     out = export.export_model(model, tmp_path / "m.keras", "keras")
-    other = _classifier()
+    other = tiny_classifier(batchnorm=True)
     dense = other.get_layer("head_dense")
     kernel, bias = dense.get_weights()
     dense.set_weights([-kernel, bias])  # reversed preferences: the top-1 must change
-    check = export.verify_export(out, "keras", other, _images())
+    check = export.verify_export(out, "keras", other, random_images(6, 32, seed=1))
     assert not check.ok
     assert check.top1_agree < check.num_images
     assert "MISMATCH" in str(check)
 
 
 def test_never_overwrites_without_force(tmp_path):
-    model = _classifier()
+    model = tiny_classifier(batchnorm=True)
     target = tmp_path / "model.keras"
     target.write_text("precious")
     with pytest.raises(InceptuneError, match=r"already exists; an export never replaces .* force=True"):
@@ -117,7 +96,7 @@ def test_never_overwrites_without_force(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    model = _classifier()
+    model = tiny_classifier(batchnorm=True)
     with pytest.raises(InceptuneError,
                        match=r"format must be one of .* received format='tflte'. HINT: did you mean 'tflite'\?"):
         export.export_model(model, tmp_path / "m.tflite", "tflte")
@@ -133,5 +112,5 @@ def test_missing_converter_says_how_to_install(tmp_path, monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a)
     )
     with pytest.raises(InceptuneError, match=r"missing: \['tf2onnx'\]\. HINT: pip install \"inceptune\[export\]\""):
-        export.export_model(_classifier(), tmp_path / "m.onnx", "onnx")
+        export.export_model(tiny_classifier(batchnorm=True), tmp_path / "m.onnx", "onnx")
     assert not (tmp_path / "m.onnx").exists()

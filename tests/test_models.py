@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import images as random_images
+from helpers import tiny_classifier
 
 from inceptune import export, models
 from inceptune.errors import ModelLoadError
@@ -13,38 +15,15 @@ from inceptune.errors import ModelLoadError
 LABELS = ["daisy", "rose", "tulip"]
 
 
-def _classifier():
-    """Input(32,32,3) -> preprocess -> Conv/BN/pool -> Dense softmax, seeded so outputs are reproducible."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.Activation("relu", name="stem_relu")(x)
-    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    out = keras.layers.Dense(3, activation="softmax", name="head_dense", kernel_initializer="he_normal")(x)
-    model = keras.Model(inp, out, name="tiny_classifier")
-    bn = model.get_layer("stem_bn")  # non-trivial moving statistics so BatchNorm is really exercised
-    bn.moving_mean.assign(np.linspace(-0.2, 0.2, 8).astype("float32"))
-    bn.moving_variance.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
-    return model
-
-
-def _images(n=6, seed=1):
-    return np.random.default_rng(seed).uniform(0, 255, size=(n, 32, 32, 3)).astype("float32")
-
 
 def test_load_model_from_run_dir_and_file(tmp_path):
-    model = _classifier()
+    model = tiny_classifier(batchnorm=True)
     run = tmp_path / "run"
     run.mkdir()
     model.save(run / "model.keras")
     (run / "labels.json").write_text(json.dumps(LABELS))
     loaded = models.load_model(run)
-    images = _images(3)
+    images = random_images(3, 32, seed=1)
     np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
     assert models.load_labels(run) == LABELS
     assert models.load_model(run / "model.keras").name == "tiny_classifier"
@@ -64,7 +43,7 @@ def test_load_model_refusals(tmp_path):
         models.load_model(h5)
     with pytest.raises(ModelLoadError, match=r"holds no model.keras"):
         models.load_model(tmp_path)
-    saved = export.export_model(_classifier(), tmp_path / "sm", "savedmodel")
+    saved = export.export_model(tiny_classifier(batchnorm=True), tmp_path / "sm", "savedmodel")
     with pytest.raises(ModelLoadError, match=r"is a TensorFlow SavedModel"):
         models.load_model(saved)
     corrupt = tmp_path / "corrupt.keras"

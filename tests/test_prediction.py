@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 
 import numpy as np
 import pytest
-from helpers import make_image_folder
+from helpers import TINY_LABELS as LABELS
+from helpers import tiny_classifier
 from PIL import Image
 
 from inceptune import prediction as _prediction
@@ -17,50 +17,21 @@ from inceptune.data import load_image
 from inceptune.errors import InceptuneError
 from inceptune.prediction import collect_images, predict
 
-LABELS = ["class_0", "class_1", "class_2"]
-
-
-def _classifier():
-    """A tiny seeded stock-layer classifier, 32x32 raw RGB in, 3 softmax outputs (untrained but image-dependent)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3), name="image")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, name="stem_conv")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    out = keras.layers.Dense(3, activation="softmax", name="head_dense", kernel_initializer="he_normal")(x)
-    return keras.Model(inp, out, name="tiny_classifier")
-
-
-@pytest.fixture(scope="module")
-def images_dir(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("pred") / "images", classes=3, per_class=4)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A minimal run folder: model.keras + labels.json."""
-    d = tmp_path_factory.mktemp("run")
-    _classifier().save(d / "model.keras")
-    (d / "labels.json").write_text(json.dumps(LABELS))
-    return d
-
 
 def _reference(model, paths):
     x = np.stack([load_image(p, 32) for p in paths]).astype("float32")
     return np.asarray(model(x, training=False))
 
 
-def test_folder_and_files_top_k_match_the_model(run_dir, images_dir):
+def test_folder_and_files_top_k_match_the_model(tiny_run, labelled_images):
     from inceptune.models import load_model
 
-    extra = images_dir / "class_1" / "c1_img_000.png"
-    result = predict(run_dir, [images_dir / "class_0", extra], top_k=2)
-    expected_paths = sorted(str(p) for p in (images_dir / "class_0").iterdir()) + [str(extra)]
+    extra = labelled_images / "class_1" / "c1_img_000.png"
+    result = predict(tiny_run, [labelled_images / "class_0", extra], top_k=2)
+    expected_paths = sorted(str(p) for p in (labelled_images / "class_0").iterdir()) + [str(extra)]
     assert [p["path"] for p in result] == expected_paths
     assert len(result) == 5 and result.skipped == [] and result.labels == LABELS and result.top_k == 2
-    probs = _reference(load_model(run_dir), expected_paths)
+    probs = _reference(load_model(tiny_run), expected_paths)
     for pred, row in zip(result, probs):
         order = np.argsort(-row, kind="stable")[:2]
         assert [lab for lab, _ in pred["top"]] == [LABELS[i] for i in order]
@@ -68,13 +39,13 @@ def test_folder_and_files_top_k_match_the_model(run_dir, images_dir):
         assert pred["top"][0][1] >= pred["top"][1][1]
 
 
-def test_every_bad_file_is_reported_and_skipped(run_dir, images_dir, tmp_path):
-    good = images_dir / "class_2" / "c2_img_001.png"
+def test_every_bad_file_is_reported_and_skipped(tiny_run, labelled_images, tmp_path):
+    good = labelled_images / "class_2" / "c2_img_001.png"
     (tmp_path / "notes.png").write_text("not an image")
     data = good.read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 3])
     (tmp_path / "empty.jpg").write_bytes(b"")
-    result = predict(run_dir, [tmp_path / "cut.png", good, tmp_path / "missing.jpg", tmp_path / "notes.png",
+    result = predict(tiny_run, [tmp_path / "cut.png", good, tmp_path / "missing.jpg", tmp_path / "notes.png",
                                tmp_path / "empty.jpg"])
     assert [p["path"] for p in result] == [str(good)]
     reasons = dict(result.skipped)
@@ -96,7 +67,7 @@ def test_collect_images_recursive_hidden_and_extensions(tmp_path):
     assert missing == [(str(tmp_path / "nope"), "does not exist")]
 
 
-def test_batches_go_through_the_compiled_path(run_dir, images_dir, monkeypatch):
+def test_batches_go_through_the_compiled_path(tiny_run, labelled_images, monkeypatch):
     calls = []
     real = _prediction.predict_proba
 
@@ -105,10 +76,10 @@ def test_batches_go_through_the_compiled_path(run_dir, images_dir, monkeypatch):
         return real(model, data, batch_size=batch_size)
 
     monkeypatch.setattr(_prediction, "predict_proba", counting)
-    small = predict(run_dir, images_dir, batch_size=5, top_k=3)
+    small = predict(tiny_run, labelled_images, batch_size=5, top_k=3)
     assert calls == [5, 5, 2]  # 12 images in batches of 5
     calls.clear()
-    big = predict(run_dir, images_dir, batch_size=32, top_k=3)
+    big = predict(tiny_run, labelled_images, batch_size=32, top_k=3)
     assert calls == [12]
     for a, b in zip(small, big):
         assert a["path"] == b["path"] and [lab for lab, _ in a["top"]] == [lab for lab, _ in b["top"]]
@@ -116,23 +87,23 @@ def test_batches_go_through_the_compiled_path(run_dir, images_dir, monkeypatch):
         assert math.isclose(sum(p for _, p in a["top"]), 1.0, abs_tol=1e-5)  # top-3 of 3 classes
 
 
-def test_bare_model_labels_and_argument_errors(images_dir):
-    model = _classifier()
-    result = predict(model, images_dir / "class_0" / "c0_img_000.png", top_k=10)
+def test_bare_model_labels_and_argument_errors(labelled_images):
+    model = tiny_classifier()
+    result = predict(model, labelled_images / "class_0" / "c0_img_000.png", top_k=10)
     assert result.top_k == 3 and result.labels == ["0", "1", "2"]  # k capped; indices stand for names
-    named = predict(model, images_dir / "class_0" / "c0_img_000.png", labels=["a", "b", "c"])
+    named = predict(model, labelled_images / "class_0" / "c0_img_000.png", labels=["a", "b", "c"])
     assert named[0]["top"][0][0] == "abc"[int(result[0]["top"][0][0])]
     with pytest.raises(InceptuneError, match=r"top_k must be an integer >= 1, received top_k=0"):
-        predict(model, images_dir, top_k=0)
+        predict(model, labelled_images, top_k=0)
     with pytest.raises(InceptuneError, match=r"labels must name each of the model's 3 outputs, received 2"):
-        predict(model, images_dir, labels=["a", "b"])
+        predict(model, labelled_images, labels=["a", "b"])
 
 
-def test_json_and_csv_forms(run_dir, images_dir):
-    result = predict(run_dir, [images_dir / "class_0" / "c0_img_000.png", images_dir / "nope.png"], top_k=2)
+def test_json_and_csv_forms(tiny_run, labelled_images):
+    result = predict(tiny_run, [labelled_images / "class_0" / "c0_img_000.png", labelled_images / "nope.png"], top_k=2)
     d = result.to_dict()
     assert d["labels"] == LABELS and d["top_k"] == 2
-    assert d["skipped"] == [{"path": str(images_dir / "nope.png"), "reason": "does not exist"}]
+    assert d["skipped"] == [{"path": str(labelled_images / "nope.png"), "reason": "does not exist"}]
     assert [t["label"] for t in d["predictions"][0]["top"]] == [lab for lab, _ in result[0]["top"]]
     rows = list(csv.reader(io.StringIO(result.to_csv())))
     assert rows[0] == ["path", "label_1", "probability_1", "label_2", "probability_2"]
@@ -141,19 +112,19 @@ def test_json_and_csv_forms(run_dir, images_dir):
     assert len(rows) == 2
 
 
-def test_resize_mode_comes_from_the_run_recipe(run_dir, tmp_path):
+def test_resize_mode_comes_from_the_run_recipe(tiny_run, tmp_path):
     wide = tmp_path / "wide.png"
     rng = np.random.default_rng(3)
     Image.fromarray(rng.integers(0, 255, (32, 96, 3), dtype=np.uint8)).save(wide)
-    (run_dir / "recipe.yaml").write_text("data:\n  resize: crop\n")
+    (tiny_run / "recipe.yaml").write_text("data:\n  resize: crop\n")
     try:
-        cropped = predict(run_dir, wide, top_k=3)
+        cropped = predict(tiny_run, wide, top_k=3)
     finally:
-        (run_dir / "recipe.yaml").unlink()
-    stretched = predict(run_dir, wide, top_k=3)
+        (tiny_run / "recipe.yaml").unlink()
+    stretched = predict(tiny_run, wide, top_k=3)
     from inceptune.models import load_model
 
-    model = load_model(run_dir)
+    model = load_model(tiny_run)
     for result, mode in ((cropped, "crop"), (stretched, "stretch")):
         ref = np.asarray(model(load_image(wide, 32, mode)[None].astype("float32")))[0]
         got = dict(result[0]["top"])

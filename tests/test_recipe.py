@@ -6,29 +6,18 @@ import dataclasses
 import inspect
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from inceptune import recipe as R
+from inceptune.choices import INSERT_BLOCKS
 from inceptune.errors import RecipeError
-from inceptune.recipe import (
-    CacheConfig,
-    EarlyStopping,
-    HeadConfig,
-    InsertConfig,
-    ModelConfig,
-    Recipe,
-    SkipConfig,
-    Stage,
-    apply_overrides,
-    dump_recipe,
-    load_recipe,
-    recipe_to_dict,
-    sections,
-)
+from inceptune.recipe import (CacheConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig, Recipe, SkipConfig,
+                              Stage, apply_overrides, dump_recipe, load_recipe, recipe_to_dict, sections)
 from inceptune.recipe.checks import show
 from inceptune.recipe.yaml_format import RecipeLoader
 
@@ -111,7 +100,7 @@ def test_insert_block_parameters_match_the_block_functions():
     blocks = pytest.importorskip("inceptune.blocks")
     for block, fn in [("residual_inception", blocks.residual_inception_module), ("inception", blocks.inception_module)]:
         params = [p for p in inspect.signature(fn).parameters if p not in ("x", "name")]
-        assert tuple(params) == R.INSERT_BLOCKS[block]
+        assert tuple(params) == INSERT_BLOCKS[block]
 
 
 def test_design_example_loads(tmp_path, images):
@@ -689,3 +678,12 @@ def test_dump_is_atomic(tmp_path, images, monkeypatch):
     dump_recipe(r2, target)
     assert load_recipe(target).seed == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "recipe.yaml"]
+
+
+def test_loading_a_recipe_imports_no_keras():
+    # recipes (selectors included) are validated without TensorFlow: `recipe show` and early errors stay fast
+    code = ("import sys; from inceptune.recipe import load_recipe; load_recipe(sys.argv[1]); "
+            "print('keras' in sys.modules, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "staged_top_blocks.yaml")],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

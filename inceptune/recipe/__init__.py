@@ -19,7 +19,8 @@ loads from anywhere.
 
 The package, top to bottom: `loading` (files, overrides, validation, writing), `overrides` (the `--set`
 language), `sections` and `data_section` (one validator per section), `checks` (the value checks and the one
-message formula they share), `yaml_format` (the YAML dialect) and `schema` (the dataclasses).
+message formula they share), `yaml_format` (the YAML dialect) and `schema` (the dataclasses). The allowed
+values of every key are the tables of `inceptune.choices`.
 
 Example:
     >>> recipe = load_recipe("examples/staged_top_blocks.yaml", ["stages[1].lr=1e-5"])
@@ -28,31 +29,11 @@ Example:
     >>> dump_recipe(recipe, "runs/flowers/recipe.yaml")
 """
 
-from inceptune.choices import (
-                               BATCHNORM_POLICIES,
-                               CACHE_DTYPES,
-                               CACHE_MODES,
-                               INSERT_BLOCKS,
-                               MERGES,
-                               OPTIMIZERS,
-                               POOLINGS,
-                               SCHEDULES,
-)
 from inceptune.recipe.data_section import data_config_from_dict, parse_augment
 from inceptune.recipe.loading import dump_recipe, load_recipe, recipe_to_dict
 from inceptune.recipe.overrides import apply_overrides
-from inceptune.recipe.schema import (
-                               CacheConfig,
-                               DataConfig,
-                               EarlyStopping,
-                               HeadConfig,
-                               InsertConfig,
-                               ModelConfig,
-                               Recipe,
-                               SkipConfig,
-                               SplitConfig,
-                               Stage,
-)
+from inceptune.recipe.schema import (CacheConfig, DataConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig,
+                                     Recipe, SkipConfig, SplitConfig, Stage)
 
 __all__ = [
     "Recipe",
@@ -71,12 +52,4 @@ __all__ = [
     "dump_recipe",
     "data_config_from_dict",
     "parse_augment",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "BATCHNORM_POLICIES",
-    "POOLINGS",
-    "MERGES",
-    "INSERT_BLOCKS",
-    "CACHE_MODES",
-    "CACHE_DTYPES",
 ]

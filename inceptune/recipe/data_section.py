@@ -6,19 +6,8 @@ from typing import Any
 
 from inceptune.choices import AUGMENT_OPS, AUGMENT_PRESETS, BALANCE_MODES, FILL_MODES, RESIZE_MODES, SPLIT_METHODS
 from inceptune.errors import closest
-from inceptune.recipe.checks import (
-    as_float,
-    boolean,
-    check_keys,
-    choice,
-    error,
-    expected,
-    integer,
-    mapping,
-    number,
-    show,
-    string,
-)
+from inceptune.recipe.checks import (as_float, boolean, check_keys, choice, error, expected, integer, mapping, number,
+                                     show, string)
 from inceptune.recipe.schema import DataConfig, SplitConfig
 
 __all__ = ["data_config_from_dict", "split_config_from_dict", "parse_augment"]

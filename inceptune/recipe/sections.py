@@ -10,43 +10,15 @@ import copy
 import re
 from typing import Any
 
-from inceptune.choices import (
-    BATCHNORM_POLICIES,
-    CACHE_DTYPES,
-    CACHE_MODES,
-    INSERT_BLOCKS,
-    MERGES,
-    OPTIMIZERS,
-    POOLINGS,
-    SCHEDULES,
-)
+from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, INSERT_BLOCKS, MERGES, OPTIMIZERS,
+                               POOLINGS, SCHEDULES)
 from inceptune.errors import SelectorError, closest
-from inceptune.recipe.checks import (
-    REQUIRED_HINTS,
-    boolean,
-    check_keys,
-    child,
-    choice,
-    error,
-    expected,
-    integer,
-    mapping,
-    number,
-    sequence,
-    show,
-    string,
-)
+from inceptune.recipe.checks import (REQUIRED_HINTS, boolean, check_keys, child, choice, error, expected, integer,
+                                     mapping, number, sequence, show, string)
 from inceptune.recipe.data_section import data_config_from_dict
-from inceptune.recipe.schema import (
-    CacheConfig,
-    EarlyStopping,
-    HeadConfig,
-    InsertConfig,
-    ModelConfig,
-    Recipe,
-    SkipConfig,
-    Stage,
-)
+from inceptune.recipe.schema import (CacheConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig, Recipe,
+                                     SkipConfig, Stage)
+from inceptune.selector_syntax import parse
 
 __all__ = ["recipe_from_dict", "TOP_KEYS", "WEIGHT_WORDS", "WEIGHT_SUFFIXES", "MODEL_FILE_SUFFIXES"]
 
@@ -73,8 +45,6 @@ def _selector(value: Any, key: str) -> str:
         value = ",".join(_selector(v, child(key, i)) for i, v in enumerate(value))
     text = string(value, key, "a selector string (e.g. head, all, \"from:mixed9\")",
                    "see the selector forms in DESIGN.md §3; quote selectors that start with \"!\".")
-    from inceptune.selectors import parse  # the selector module imports Keras: loaded when a selector is checked
-
     try:
         parse(text)
     except SelectorError as e:

@@ -6,13 +6,8 @@ classifier of a recipe and the compile step of each stage), `tracking` (best epo
 """
 
 from inceptune.training.checkpoints import CheckpointWeights, RunState, epoch_seed
-from inceptune.training.model import (
-           build_model,
-           compile_stage,
-           make_optimizer,
-           resolve_image_size,
-           stage_lr_multipliers,
-)
+from inceptune.training.model import (build_model, compile_stage, make_optimizer, resolve_image_size,
+                                      stage_lr_multipliers)
 from inceptune.training.runner import Run, default_run_dir, train
 
 __all__ = ["train", "Run", "default_run_dir", "build_model", "compile_stage", "make_optimizer", "stage_lr_multipliers",
