@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from inceptune.errors import InceptuneError
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_path", "prepare_output_dir"]
 
 
@@ -75,8 +77,6 @@ def prepare_output_dir(out, *, force: bool, kind: str, markers: tuple[str, ...],
     Returns:
         The folder, created.
     """
-    from inceptune.errors import InceptuneError
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:

@@ -688,3 +688,18 @@ def test_scan_lists_validates_and_filters_before_reading(tmp_path):
     assert found.skipped == [(rows[0][0], "repeated: listed again on line 7 of the CSV (first on line 2)")]
     with pytest.raises(DataError, match=r"only one class \('a'\) found"):
         D.scan(csv_path, min_classes=2, keep=lambda path, label, split: label == "a")
+
+
+def test_data_errors_name_their_recipe_key(tmp_path):
+    # the key travels with the error, as with every recipe error (the CLI blames the --set that set it)
+    _mini_tree(tmp_path / "one", {"cat": 3})
+    with pytest.raises(DataError) as e:
+        prepare(DataConfig(dir=str(tmp_path / "one")), progress=False)
+    assert e.value.key == "data.dir"
+    with pytest.raises(DataError) as e:
+        prepare(DataConfig(csv=str(tmp_path / "missing.csv")), progress=False)
+    assert e.value.key == "data.csv"
+    _mini_tree(tmp_path / "few", {"a": 2, "b": 2})
+    with pytest.raises(DataError) as e:
+        prepare(DataConfig(dir=str(tmp_path / "few")), progress=False)
+    assert e.value.key == "data.split"

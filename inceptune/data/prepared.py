@@ -296,7 +296,7 @@ def prepare(
 def _prepare_manifest(source: str) -> PreparedData:
     rows = read_manifest(source)
     labels = sorted({r["label"] for r in rows})
-    check_classes(labels, source)
+    check_classes(labels, source, key="data.manifest")
     warns = []
     dups = duplicate_groups([r["path"] for r in rows], [r["hash"] for r in rows])
     groups = [[rows[i]["path"] for i in g] for g in dups]
@@ -351,7 +351,8 @@ def _splits(found: Scan, split: SplitConfig) -> tuple[list[str], list[str]]:
         lab = empty[0]
         raise DataError(
             f"class '{lab}' has 0 valid images ({found.classes[lab]} skipped, see skipped.csv); every class needs "
-            f"images to train and test on. HINT: fix or replace its files, or remove the class"
+            f"images to train and test on. HINT: fix or replace its files, or remove the class",
+            key=f"data.{found.kind}",
         )
     if not found.has_split:
         return assign_splits(found.paths, found.labels, found.hashes, split), warns
@@ -359,7 +360,8 @@ def _splits(found: Scan, split: SplitConfig) -> tuple[list[str], list[str]]:
     for lab, s in zip(found.labels, found.splits):
         counts[lab][s] += 1
     if all(c["train"] == 0 for c in counts.values()):
-        raise DataError(f"{found.source}: the split column puts no image in train. HINT: mark rows as train")
+        raise DataError(f"{found.source}: the split column puts no image in train. HINT: mark rows as train",
+                        key="data.csv")
     for lab in found.classes:
         missing = [s for s in SPLITS if counts[lab][s] == 0]
         if missing:

@@ -288,18 +288,18 @@ def read_manifest(path: str) -> list[dict]:
     return out
 
 
-def check_classes(labels: Sequence[str], source: str, ignored_hint: str = "") -> None:
+def check_classes(labels: Sequence[str], source: str, ignored_hint: str = "", key: str = "data.dir") -> None:
     """Raises DataError unless at least two classes were found (a classifier needs two)."""
     if not labels:
         raise DataError(
             f"no classes found in {source}: expected one sub-folder per class with images inside "
             f"(or CSV rows path,label){ignored_hint}. HINT: point data.dir at the folder that holds the class "
-            f"folders", key="data.dir"
+            f"folders", key=key
         )
     if len(labels) == 1:
         raise DataError(
             f"only one class ('{labels[0]}') found in {source}; a classifier needs at least 2 classes"
-            f"{ignored_hint}. HINT: add a folder per class, or point data.dir one level up/down", key="data.dir"
+            f"{ignored_hint}. HINT: add a folder per class, or point data.dir one level up/down", key=key
         )
 
 
@@ -407,7 +407,7 @@ def scan(
     classes = dict(sorted(collections.Counter(lab for _, lab, _ in triples).items()))
     found = Scan(source, kind, [], [], [], [], [], [], [], ignored, warns, has_split, classes)
     if len(classes) < min_classes:
-        check_classes(list(classes), source, found.ignored_hint())
+        check_classes(list(classes), source, found.ignored_hint(), key=f"data.{kind}")
     results = inspect_all([p for p, _, _ in triples], min_side, progress=progress, executor=executor)
     for (path, label, split), r in zip(triples, results):
         if r.reason is not None:

@@ -129,7 +129,7 @@ def assign_splits(
             raise DataError(
                 f"class '{label}' has {img_count[label]} valid image(s){extra}; splitting with val={split.val:g}, "
                 f"test={split.test:g} needs at least {need} per class. HINT: add images to '{label}', "
-                f"lower data.split.val/test, or remove the class"
+                f"lower data.split.val/test, or remove the class", key="data.split"
             )
 
     out = [""] * n
@@ -175,7 +175,7 @@ def _stratified_units(units: list[int], unit_labels: list[str], split: SplitConf
     except ValueError as exc:
         raise DataError(
             f"stratified split failed: {exc}. HINT: add images to the smallest classes or lower "
-            f"data.split.val/test"
+            f"data.split.val/test", key="data.split"
         ) from exc
     return list(res)
 
@@ -201,7 +201,7 @@ def _check_split_counts(labels: Sequence[str], splits: Sequence[str], split: Spl
             )
             raise DataError(
                 f"class '{label}' has {sum(c.values())} valid image(s) but none in {' and '.join(empty)} "
-                f"({got}).{why} HINT: {hint}"
+                f"({got}).{why} HINT: {hint}", key="data.split"
             )
 
 
