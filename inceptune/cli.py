@@ -21,6 +21,7 @@ from inceptune.evaluate import evaluate_data, format_evaluation
 from inceptune.export import export_model, verify_export
 from inceptune.models import load_labels, load_model
 from inceptune.prediction import predict
+from inceptune.recipe import load_recipe, recipe_yaml, starter_recipe
 
 # None of the modules above imports Keras. architectures, freezing, selectors and training do: the commands that
 # need them import them when they run, so that `inceptune --help` and `import inceptune.cli` never load TensorFlow.
@@ -100,12 +101,22 @@ def _cmd_train(args) -> int:
     from inceptune.training import train
 
     if args.recipe is None and not args.resume:
-        raise _usage("train needs a RECIPE (or --resume with --out RUN_DIR)")
+        raise _usage("train needs a RECIPE, an image folder or a CSV (or --resume with --out RUN_DIR)")
     if args.resume and args.out is None:
         raise _usage("--resume needs --out RUN_DIR: the run folder to continue")
     run = train(args.recipe, out=args.out, overrides=args.set, resume=args.resume, force=args.force,
-                verbose=not args.quiet)
+                verbose=not args.quiet, backbone=args.backbone, epochs=args.epochs, image_size=args.image_size)
     print(f"run folder: {run.dir}")
+    return 0
+
+
+def _cmd_recipe_init(args) -> int:
+    sys.stdout.write(starter_recipe(args.backbone))
+    return 0
+
+
+def _cmd_recipe_show(args) -> int:
+    sys.stdout.write(recipe_yaml(load_recipe(args.recipe, args.set)))
     return 0
 
 
@@ -262,15 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_cmd_data_summary)
 
-    p = sub.add_parser("train", help="run a recipe: staged fine-tuning into a run folder")
-    p.add_argument("recipe", metavar="RECIPE", nargs="?", help="recipe YAML file")
-    p.add_argument("--out", help="run folder (default runs/<recipe>-<time>)")
+    p = sub.add_parser("train", help="staged fine-tuning into a run folder, from a recipe or straight from a folder")
+    p.add_argument("recipe", metavar="RECIPE|DIR|CSV", nargs="?",
+                   help="a recipe YAML file, or an image folder (one sub-folder per class) or CSV: the default "
+                        "recipe, sized to the data")
+    p.add_argument("--out", help="run folder (default runs/<recipe or folder>-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set stages[1].lr=1e-5 (repeatable)")
+    p.add_argument("--backbone", help="with DIR|CSV: the backbone (default inception_v3)")
+    p.add_argument("--epochs", type=int, help="with DIR|CSV: epochs of each stage (default: chosen from the data)")
+    p.add_argument("--image-size", type=int, help="with DIR|CSV: input side in pixels (default: the backbone's)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last complete epoch")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="print less")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("recipe", help="recipe tools: a commented starting recipe, or a recipe resolved")
+    rsub = p.add_subparsers(dest="recipe_command", metavar="SUBCOMMAND")
+    rsub.required = True
+    q = rsub.add_parser("init", help="print a commented starting recipe (inceptune recipe init > recipe.yaml)")
+    q.add_argument("--backbone", default="inception_v3", help="backbone of the recipe (default inception_v3)")
+    q.set_defaults(func=_cmd_recipe_init)
+    q = rsub.add_parser("show", help="print a recipe with every default filled in and paths made absolute")
+    q.add_argument("recipe", metavar="RECIPE", help="recipe YAML file")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    q.set_defaults(func=_cmd_recipe_show)
 
     p = sub.add_parser("evaluate", help="metrics and report of a trained model on a labelled folder or CSV")
     p.add_argument("model", metavar="RUN_DIR|MODEL", help="a run folder or a .keras file (with labels.json beside it)")

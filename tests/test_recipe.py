@@ -320,11 +320,14 @@ def test_default_stage_names_and_bad_names(images):
                          'files), got "top blocks/2". HINT: e.g. name: top_blocks_2.')
 
 
-def test_missing_required_stage_key(images):
+def test_a_stage_needs_only_train(images):
     d = _minimal(images)
-    del d["stages"][0]["lr"]
-    assert _error(d) == ('stages[0].lr: missing required key "lr" in stage "head". '
-                         'HINT: add a learning rate, e.g. lr: 1.0e-3.')
+    d["stages"] = [{"train": "head"}]
+    stage = load_recipe(d).stages[0]
+    assert (stage.name, stage.train, stage.epochs, stage.lr, stage.optimizer) == ("stage0", "head", 5, 1e-3, "adam")
+    del d["stages"][0]["train"]
+    assert _error(d) == ('stages[0].train: missing required key "train" in stage "stage0". HINT: name what trains '
+                         'with a selector, e.g. train: head, or train: "head,from:mixed9".')
 
 
 def test_selector_that_does_not_parse(images):

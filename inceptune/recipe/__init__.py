@@ -30,7 +30,8 @@ Example:
 """
 
 from inceptune.recipe.data_section import data_config_from_dict, parse_augment
-from inceptune.recipe.loading import dump_recipe, load_recipe, recipe_to_dict
+from inceptune.recipe.defaults import DefaultRecipe, default_recipe, starter_recipe
+from inceptune.recipe.loading import dump_recipe, load_recipe, recipe_to_dict, recipe_yaml
 from inceptune.recipe.overrides import apply_overrides
 from inceptune.recipe.schema import (CacheConfig, DataConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig,
                                      Recipe, SkipConfig, SplitConfig, Stage)
@@ -49,7 +50,11 @@ __all__ = [
     "load_recipe",
     "apply_overrides",
     "recipe_to_dict",
+    "recipe_yaml",
     "dump_recipe",
     "data_config_from_dict",
     "parse_augment",
+    "DefaultRecipe",
+    "default_recipe",
+    "starter_recipe",
 ]

@@ -25,7 +25,7 @@ from inceptune.recipe.schema import Recipe, Stage
 from inceptune.recipe.sections import MODEL_FILE_SUFFIXES, TOP_KEYS, WEIGHT_SUFFIXES, WEIGHT_WORDS, recipe_from_dict
 from inceptune.recipe.yaml_format import RecipeDumper, RecipeLoader, yaml_error
 
-__all__ = ["load_recipe", "recipe_to_dict", "dump_recipe"]
+__all__ = ["load_recipe", "recipe_to_dict", "recipe_yaml", "dump_recipe"]
 
 # === Paths ===
 
@@ -163,8 +163,12 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> Path:
         The Path written. `load_recipe(path)` returns a Recipe equal to `recipe`.
     """
     path = Path(path)
+    atomic_write_text(path, recipe_yaml(recipe))
+    return path
+
+
+def recipe_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML text, as `dump_recipe` writes it (and `inceptune recipe show` prints it)."""
     body = yaml.dump(recipe_to_dict(recipe), Dumper=RecipeDumper, sort_keys=False, allow_unicode=True,
                      default_flow_style=None, width=100)
-    header = "# Resolved inceptune recipe: every default written out, file paths absolute.\n"
-    atomic_write_text(path, header + body)
-    return path
+    return "# Resolved inceptune recipe: every default written out, file paths absolute.\n" + body

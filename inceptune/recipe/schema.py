@@ -198,8 +198,9 @@ class Stage:
         name: str of letters, digits, `_`, `-`, `.`. Used in history.csv and checkpoint names.
             Defaults to "stage<i>".
         train: str (selector, DESIGN.md §3) or a list of selectors (their union). Required.
-        epochs: int >= 0. Required.
-        lr: float > 0. Base learning rate (peak, after warmup). Required.
+        epochs: int >= 0. Defaults to 5.
+        lr: float > 0. Base learning rate (peak, after warmup). Defaults to 1.0e-3 (right for a new head; use
+            about a tenth of it for stages that train backbone blocks).
         optimizer: str. `adam`, `adamw` or `sgd`. Defaults to "adam".
         weight_decay: float >= 0 or null. Defaults to null: the optimizer's own default.
         momentum: float in [0, 1). Momentum of `sgd` (ignored by the others). Defaults to 0.9.
@@ -218,8 +219,8 @@ class Stage:
 
     name: str
     train: str
-    epochs: int
-    lr: float
+    epochs: int = 5
+    lr: float = 1e-3
     optimizer: str = "adam"
     weight_decay: float | None = None  # None: Keras's default for the optimizer (adamw: 0.004; adam, sgd: none)
     momentum: float = 0.9  # sgd only

@@ -173,13 +173,13 @@ def _stage_from_dict(value: Any, path: str, index: int) -> Stage:
     d = mapping(value, path, "a mapping such as {name: head, train: head, epochs: 5, lr: 1.0e-3}")
     name = d.get("name", f"stage{index}")
     section = f"stage {show(name)}" if isinstance(name, str) else None
-    check_keys(d, path, _STAGE_KEYS, required=("train", "epochs", "lr"), section=section)
+    check_keys(d, path, _STAGE_KEYS, required=("train",), section=section)
     name = string(name, f"{path}.name", "a stage name")
     if not _NAME_RE.fullmatch(name):
         fixed = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         raise error(f"{path}.name", "a stage name may contain only letters, digits, '_', '-' and '.' (it names "
                                    f"files), got {show(name)}.", f"e.g. name: {fixed}.")
-    epochs = integer(d["epochs"], f"{path}.epochs", minimum=0)
+    epochs = integer(d.get("epochs", Stage.epochs), f"{path}.epochs", minimum=0)
     warmup = integer(d.get("warmup_epochs", 0), f"{path}.warmup_epochs", minimum=0)
     if warmup > epochs:
         raise error(f"{path}.warmup_epochs", f"expected at most the stage's {epochs} epochs, got {warmup}.",
@@ -197,7 +197,7 @@ def _stage_from_dict(value: Any, path: str, index: int) -> Stage:
         name=name,
         train=_selector(d["train"], f"{path}.train"),
         epochs=epochs,
-        lr=number(d["lr"], f"{path}.lr", low=0, low_open=True, what="a positive number",
+        lr=number(d.get("lr", Stage.lr), f"{path}.lr", low=0, low_open=True, what="a positive number",
                    hint="write a learning rate such as 1.0e-3 (fine-tuning usually uses 1e-5 to 1e-3)."),
         optimizer=choice(d.get("optimizer", "adam"), f"{path}.optimizer", OPTIMIZERS, "optimizer"),
         weight_decay=weight_decay,

@@ -29,9 +29,11 @@ from inceptune._io import atomic_path, atomic_write_text, prepare_output_dir
 from inceptune.architectures import block_map
 from inceptune.cache import CacheContext
 from inceptune.data import prepare
+from inceptune.data.sources import class_counts
 from inceptune.errors import InceptuneError, RecipeError
 from inceptune.inference import predict_proba
-from inceptune.recipe import Recipe, dump_recipe, load_recipe
+from inceptune.recipe import DefaultRecipe, Recipe, default_recipe, dump_recipe, load_recipe
+from inceptune.recipe.overrides import parse_override
 from inceptune.schedules import ScheduleSpec
 from inceptune.training.checkpoints import CheckpointWeights, RunState, epoch_seed, load_optimizer, save_optimizer
 from inceptune.training.model import build_model, compile_stage, resolve_image_size
@@ -75,17 +77,23 @@ def default_run_dir(recipe_source) -> Path:
 
 
 def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool = False, verbose: bool = True,
+          backbone: str | None = None, epochs: int | None = None, image_size: int | None = None,
           stop_after_epochs: int | None = None) -> Run:
     """Runs a recipe: data preparation, staged fine-tuning, checkpoints, test metrics and the report.
 
     Args:
-        recipe: path to a YAML recipe, a dict, or a `Recipe`. With `resume=True` it may be None (the run
-            folder's own `recipe.yaml` is used).
-        out: run folder. Defaults to `runs/<recipe name>-<time>`.
+        recipe: path to a YAML recipe, a dict, or a `Recipe`; or an image folder (one sub-folder per class) or a
+            CSV (`path,label[,split]`), which runs the default recipe sized to the data
+            (`inceptune.recipe.default_recipe`). With `resume=True` it may be None (the run folder's own
+            `recipe.yaml` is used).
+        out: run folder. Defaults to `runs/<recipe or folder name>-<time>`.
         overrides: list of "key=value" strings (`--set`).
         resume: continue the run in `out` after its last complete epoch.
         force: replace an existing run folder in `out`.
         verbose: print progress. Defaults to True.
+        backbone, epochs, image_size: for a folder or CSV only: the default recipe's backbone (defaults to
+            inception_v3), epochs per stage (defaults to a number chosen from the data) and input side
+            (defaults to the backbone's).
         stop_after_epochs: testing aid: stop (as if killed) after this many epochs in this call.
 
     Returns:
@@ -99,13 +107,22 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
                 f"HINT: start the run again without --resume (add --force to replace {out}).")
         return _Runner(load_recipe(out / "recipe.yaml", list(overrides)), out, resume=True, verbose=verbose,
                        stop_after_epochs=stop_after_epochs).run()
+    notes = []
+    if _is_data_source(recipe):
+        default = _default_recipe(recipe, overrides, backbone, epochs, image_size)
+        recipe, notes = default.raw, [default.summary]
+    elif (backbone, epochs, image_size) != (None, None, None):
+        raise RecipeError("backbone, epochs and image_size choose the default recipe of a data folder or CSV; a "
+                          "recipe names its own. HINT: use --set model.backbone=NAME, --set stages[0].epochs=N or "
+                          "--set model.image_size=S with a recipe file.")
     # validate before touching the disk
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides))
     existed = out.exists()
     prepare_output_dir(out, force=force, kind="run", markers=("recipe.yaml", "checkpoints"),
                        hint="pass --resume to continue it, ")
     try:
-        return _Runner(recipe, out, resume=False, verbose=verbose, stop_after_epochs=stop_after_epochs).run()
+        return _Runner(recipe, out, resume=False, verbose=verbose, stop_after_epochs=stop_after_epochs,
+                       notes=notes).run()
     except BaseException:
         # a run that fails before its first complete epoch leaves nothing behind but its error
         if not (out / "checkpoints" / "state.json").exists():
@@ -115,6 +132,25 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
             else:
                 shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _is_data_source(recipe) -> bool:
+    """A folder of class folders or a CSV of images, given where a recipe is expected."""
+    if not isinstance(recipe, (str, os.PathLike)):
+        return False
+    return os.path.isdir(recipe) or os.fspath(recipe).lower().endswith(".csv")
+
+
+def _default_recipe(source, overrides, backbone, epochs, image_size) -> DefaultRecipe:
+    """The default recipe of a folder or CSV; a `--set model.backbone=NAME` picks the backbone (and so its top
+    blocks) as `backbone=` does."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys == ["model", "backbone"] and isinstance(value, str):
+            backbone = value
+    kind = "dir" if os.path.isdir(source) else "csv"
+    return default_recipe(os.path.abspath(os.fspath(source)), class_counts(source), kind=kind,
+                          backbone=backbone or "inception_v3", epochs=epochs, image_size=image_size)
 
 
 class _StopRequested(Exception):
@@ -151,8 +187,9 @@ class _StagePlan:
 class _Runner:
     """One run of a recipe in a run folder; `run()` calls the steps in order."""
 
-    def __init__(self, recipe: Recipe, out: Path, *, resume: bool, verbose: bool, stop_after_epochs: int | None):
-        self.recipe, self.out, self.resume, self.verbose = recipe, out, resume, verbose
+    def __init__(self, recipe: Recipe, out: Path, *, resume: bool, verbose: bool, stop_after_epochs: int | None,
+                 notes: list[str] = ()):
+        self.recipe, self.out, self.resume, self.verbose, self.notes = recipe, out, resume, verbose, list(notes)
         self.stop_after_epochs, self.epochs_run = stop_after_epochs, 0
         self.ckpt = out / "checkpoints"
         self.phases = Phases()
@@ -184,6 +221,8 @@ class _Runner:
         else:
             dump_recipe(self.recipe, self.out / "recipe.yaml")
             self.log(f"inceptune run in {self.out}")
+        for note in self.notes:
+            self.log(note)
 
     def _prepare_data(self) -> None:
         cfg = self.recipe.data
