@@ -54,6 +54,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -485,7 +486,7 @@ def _scan_labelled(source: str, *, split: str | None, min_side: int, allow_outsi
     read). Listing and validation are the training pipeline's own (``data.scan``).
 
     Returns:
-        (paths, labels, skipped, warnings, data_root).
+        (paths, labels, content hashes, skipped, warnings, data_root).
     """
     if os.path.isdir(source):
         if split is not None:
@@ -513,7 +514,22 @@ def _scan_labelled(source: str, *, split: str | None, min_side: int, allow_outsi
             "(or CSV rows path,label). HINT: point --data at the folder that holds the class folders."
         )
     root = source if found.kind == "dir" else os.path.commonpath([os.path.dirname(p) for p in candidates])
-    return list(found.paths), list(found.labels), list(found.skipped), list(found.warnings), root
+    return list(found.paths), list(found.labels), list(found.hashes), list(found.skipped), list(found.warnings), root
+
+
+def _training_overlap(run_dir: Path | None, hashes: Sequence[str]) -> list[str]:
+    """A warning when evaluated images are in the run's training split (same content, by SHA-256)."""
+    manifest = run_dir / "manifest.csv" if run_dir is not None else None
+    if manifest is None or not manifest.is_file():
+        return []
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        trained = {r.get("hash") for r in csv.DictReader(fh) if r.get("split") == "train" and r.get("hash")}
+    n = sum(1 for h in hashes if h in trained)
+    if not n:
+        return []
+    return [f"{n} of the {len(hashes)} evaluated images are in the run's training split (same file content): "
+            "these metrics overstate how the model does on new images. HINT: score the held-out test split with "
+            f"--data {manifest} --split test, or evaluate a folder of images the run never saw."]
 
 
 def _check_out_dir(out: Path, data_root: str, force: bool) -> None:
@@ -580,13 +596,13 @@ def evaluate_data(
     model, class_names, run_dir, out = _model_and_out(model_or_path, labels, out, source)
     source = os.path.abspath(os.fspath(source))
 
-    paths, data_labels, skipped, warns, root = _scan_labelled(
+    paths, data_labels, hashes, skipped, warns, root = _scan_labelled(
         source, split=split, min_side=min_side, allow_outside=allow_outside, progress=progress)
     _check_out_dir(out, root, force)
     if not paths:
         shown = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
         raise DataError(f"evaluate: none of the {len(skipped)} files in {source} could be used ({shown}).")
-    warns += check_labels(class_names, sorted(set(data_labels)))
+    warns += check_labels(class_names, sorted(set(data_labels))) + _training_overlap(run_dir, hashes)
     index = {name: i for i, name in enumerate(class_names)}
     y_true = np.array([index[lab] for lab in data_labels], dtype=np.int64)
 

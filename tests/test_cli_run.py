@@ -171,3 +171,24 @@ def test_export_missing_converter_says_how_to_install(run_dir, tmp_path, monkeyp
 def test_export_unknown_format_is_a_usage_error(run_dir, capsys):
     assert main(["export", str(run_dir), "--format", "coreml"]) == 2
     assert "invalid choice: 'coreml'" in capsys.readouterr().err
+
+
+def test_a_head_stage_on_a_random_backbone_is_warned_about(run_dir):
+    log = (run_dir / "log.txt").read_text()
+    head, rest = log.split("=== stage 1/2 'head'")[1].split("=== stage 2/2 'all'")
+    assert ("warning: the backbone has random weights (weights: none) and this stage keeps " in head
+            and "frozen random features rarely transfer. HINT: use model.weights: imagenet" in head)
+    assert "random weights" not in rest  # the stage that trains everything is fine
+
+
+def test_evaluate_warns_when_the_data_holds_training_images(run_dir, data_dir, tmp_path, capsys):
+    assert main(["evaluate", str(run_dir), "--data", str(data_dir), "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    with open(run_dir / "manifest.csv", newline="") as fh:
+        n_train = sum(1 for r in csv.DictReader(fh) if r["split"] == "train")
+    assert (f"warning: {n_train} of the 45 evaluated images are in the run's training split (same file content): "
+            "these metrics overstate how the model does on new images. HINT: score the held-out test split with "
+            f"--data {run_dir / 'manifest.csv'} --split test") in out
+    assert main(["evaluate", str(run_dir), "--data", str(run_dir / "manifest.csv"), "--split", "test",
+                 "--out", str(tmp_path / "ev2"), "--quiet"]) == 0
+    assert "training split" not in capsys.readouterr().out

@@ -17,7 +17,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 
-__all__ = ["DefaultRecipe", "default_recipe", "starter_recipe", "TOP_BLOCKS", "STRATIFIED_BELOW"]
+__all__ = ["DefaultRecipe", "default_recipe", "starter_recipe", "TOP_BLOCKS", "NO_PRETRAINED", "STRATIFIED_BELOW"]
 
 STRATIFIED_BELOW = 300  # images in the smallest class below which splits are stratified
 # The block from which the second stage trains ("the top blocks"), per architecture; other backbones have no

@@ -33,6 +33,7 @@ from inceptune.data.sources import class_counts
 from inceptune.errors import InceptuneError, RecipeError
 from inceptune.inference import predict_proba
 from inceptune.recipe import DefaultRecipe, Recipe, default_recipe, dump_recipe, load_recipe
+from inceptune.recipe.defaults import NO_PRETRAINED
 from inceptune.recipe.overrides import parse_override
 from inceptune.schedules import ScheduleSpec
 from inceptune.training.checkpoints import CheckpointWeights, RunState, epoch_seed, load_optimizer, save_optimizer
@@ -298,7 +299,7 @@ class _Runner:
                  f"{freeze_report.trainable_params:,} trainable / {freeze_report.frozen_params:,} frozen parameters")
         if stage.lr_mult:
             self.log(f"    lr_mult: {stage.lr_mult}")
-        for w in freeze_report.warnings:
+        for w in (*freeze_report.warnings, *self._random_backbone_warning(freeze_report)):
             self.log(f"    warning: {w}")
         # built on the full model's variables, in their order, so the checkpointed optimizer state lines up
         # whether the stage trains the model or a cached suffix sharing its layers
@@ -316,6 +317,18 @@ class _Runner:
             self.log(f"    cache: {fitter.reason}")
         return _StagePlan(index, stage, batch_size, steps, schedule, optimizer,
                           EarlyStopper(es, monitor, self.state, self.ckpt), fitter)
+
+    def _random_backbone_warning(self, freeze_report) -> list[str]:
+        """A stage that trains mostly the head on a backbone without pretrained weights learns little."""
+        model_cfg = self.recipe.model
+        random = model_cfg.weights is None or (model_cfg.weights == "imagenet" and model_cfg.backbone in NO_PRETRAINED)
+        total = freeze_report.trainable_params + freeze_report.frozen_params
+        if not random or freeze_report.frozen_params < 0.5 * total:
+            return []
+        why = "weights: none" if model_cfg.weights is None else f"{model_cfg.backbone} has no ImageNet weights"
+        return [f"the backbone has random weights ({why}) and this stage keeps "
+                f"{freeze_report.frozen_params / total:.0%} of the parameters frozen: frozen random features rarely "
+                "transfer. HINT: use model.weights: imagenet (or a weights file), or train more layers (train: all)."]
 
     def _run_epoch(self, plan: _StagePlan, epoch: int) -> tuple[dict, float, bool]:
         """One epoch, on cached features when the stage allows it. Returns (logs, last lr, cached)."""
