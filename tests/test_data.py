@@ -703,3 +703,26 @@ def test_data_errors_name_their_recipe_key(tmp_path):
     with pytest.raises(DataError) as e:
         prepare(DataConfig(dir=str(tmp_path / "few")), progress=False)
     assert e.value.key == "data.split"
+
+
+def test_upsampled_digits_are_not_near_duplicates(tmp_path):
+    # 8x8 digits scaled to 32 px share 64-bit hashes by the thousand; their 16x16 thumbnails tell them apart
+    from inceptune.demo import write_digits
+
+    write_digits(tmp_path / "digits", per_class=40)
+    data = prepare(DataConfig(dir=str(tmp_path / "digits")), progress=False)
+    assert len(data.rows) == 400 and data.leaks == []
+    assert not [w for w in data.warnings if "leakage" in w]
+
+
+def test_summary_lists_at_most_20_leaks_then_counts_the_rest():
+    leaks = [{"a": f"/d/a/{i}.png", "b": f"/d/b/{i}.png", "split_a": "train", "split_b": "test", "distance": 1}
+             for i in range(25)]
+    info = {"source": "/d", "kind": "dir", "total": 50, "labels": ["a", "b"],
+            "counts": {s: {"a": 25 if s == "train" else 0, "b": 25 if s == "test" else 0} for s in D.SPLITS},
+            "skipped": [], "skipped_by_kind": {}, "ignored": {}, "duplicate_groups": [], "leaks": leaks,
+            "warnings": []}
+    lines = D.format_summary(info).splitlines()
+    listed = [line for line in lines if " ~ " in line]
+    assert len(listed) == 20 and listed[0] == "  a/0.png [train] ~ b/0.png [test] (distance 1)"
+    assert "  ... and 5 more pairs (all of them: --json)" in lines

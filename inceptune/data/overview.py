@@ -9,7 +9,9 @@ from inceptune.data.prepared import count_kinds, prepare
 from inceptune.errors import DataError
 from inceptune.recipe.schema import DataConfig, SplitConfig
 
-__all__ = ["summary", "format_summary"]
+__all__ = ["summary", "format_summary", "MAX_LISTED"]
+
+MAX_LISTED = 20  # duplicate groups and leaking pairs printed by `data summary` (the JSON has them all)
 
 
 def summary(
@@ -68,6 +70,13 @@ def _rel(path: str, root: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def _capped(lines: list[str], what: str) -> list[str]:
+    """At most MAX_LISTED lines, then one line counting the rest."""
+    if len(lines) <= MAX_LISTED:
+        return lines
+    return lines[:MAX_LISTED] + [f"  ... and {len(lines) - MAX_LISTED} more {what} (all of them: --json)"]
+
+
 def format_summary(d: dict) -> str:
     """Formats ``summary()``'s dict as the text ``inceptune data summary`` prints.
 
@@ -98,12 +107,12 @@ def format_summary(d: dict) -> str:
         lines += [f"  {_rel(s['file'], root)}: {s['reason']}" for s in d["skipped"]]
     if d["duplicate_groups"]:
         lines += ["", f"Identical files: {len(d['duplicate_groups'])} group(s)"]
-        lines += ["  " + " = ".join(f"{_rel(x['file'], root)} [{x['split']}]" for x in g)
-                  for g in d["duplicate_groups"]]
+        lines += _capped(["  " + " = ".join(f"{_rel(x['file'], root)} [{x['split']}]" for x in g)
+                          for g in d["duplicate_groups"]], "groups")
     if d["leaks"]:
         lines += ["", f"Leakage: {len(d['leaks'])} near-duplicate pair(s) in different splits"]
-        lines += [f"  {_rel(x['a'], root)} [{x['split_a']}] ~ {_rel(x['b'], root)} [{x['split_b']}] "
-                  f"(distance {x['distance']})" for x in d["leaks"]]
+        lines += _capped([f"  {_rel(x['a'], root)} [{x['split_a']}] ~ {_rel(x['b'], root)} [{x['split_b']}] "
+                          f"(distance {x['distance']})" for x in d["leaks"]], "pairs")
     other = [w for w in d["warnings"] if not w.startswith("leakage: ") and "group(s) of identical" not in w]
     if other:
         lines += ["", "Warnings:"] + [f"  {w}" for w in other]

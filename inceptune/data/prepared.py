@@ -391,7 +391,7 @@ def _leaks(found: Scan, splits: list[str], order: dict) -> list[tuple[str, str, 
     """Near-duplicate pairs (difference hash) that landed in different splits, in manifest order."""
     paths, hashes = found.paths, found.hashes
     leaks = []
-    for a, b, d in near_duplicate_pairs(found.dhashes, found.lumas):
+    for a, b, d in near_duplicate_pairs(found.dhashes, found.lumas, details=found.details):
         if splits[a] != splits[b] and hashes[a] != hashes[b]:
             pa, pb = sorted((paths[a], paths[b]), key=order.get)
             leaks.append((pa, pb, d))

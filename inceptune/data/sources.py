@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from inceptune.choices import SPLITS
-from inceptune.data.decode import decompression_limit_reason, file_reason, open_rgb, reason_from_exception
+from inceptune.data.decode import (decompression_limit_reason, file_reason, open_rgb, reason_from_exception,
+                                   resize_image)
 from inceptune.errors import DataError, closest
 from inceptune.recipe.checks import show
 
@@ -47,6 +48,7 @@ class Inspected:
     sha256: str = ""
     dhash: int = 0  # 64-bit difference hash of the EXIF-oriented image
     luma: float = 0.0  # mean brightness 0..255 of the 9x8 thumbnail
+    detail: bytes = b""  # 16x16 greyscale thumbnail: confirms near-duplicates that the 64-bit hash only suggests
 
 
 def _dhash(thumb: Image.Image) -> tuple[int, float]:
@@ -81,11 +83,12 @@ def inspect_file(path: str, min_side: int = 16) -> Inspected:
                 reason=f"too small: {w}x{h} pixels, the shorter side is below min_side={min_side}",
                 width=w, height=h, sha256=sha,
             )
-        thumb = open_rgb(io.BytesIO(data), draft_side=SCAN_DRAFT_SIZE, size=(8, 9))
-        dh, luma = _dhash(thumb)
+        im = open_rgb(io.BytesIO(data), draft_side=SCAN_DRAFT_SIZE)
+        dh, luma = _dhash(resize_image(im, (8, 9), "stretch"))
+        detail = resize_image(im, (16, 16), "stretch").convert("L").tobytes()
     except Exception as exc:  # every Pillow failure becomes a reason
         return Inspected(reason=reason_from_exception(exc), sha256=sha)
-    return Inspected(width=w, height=h, sha256=sha, dhash=dh, luma=luma)
+    return Inspected(width=w, height=h, sha256=sha, dhash=dh, luma=luma, detail=detail)
 
 
 def read_image_reason(path: str | os.PathLike, min_side: int = 16) -> str | None:
@@ -318,6 +321,7 @@ class Scan:
         hashes: list of str. SHA-256 of each usable file.
         dhashes: list of int. 64-bit difference hash of each usable file (near-duplicate search).
         lumas: list of float. Mean brightness of each usable file's 9x8 thumbnail.
+        details: list of bytes. A 16x16 greyscale thumbnail of each usable file (near-duplicate confirmation).
         skipped: list of (path, reason). Unusable files, and CSV rows listing a file again.
         ignored: dict. Counts of folder entries that are not candidate images (hidden, other extensions, ...).
         warnings: list of str. E.g. a class folder without image files.
@@ -333,6 +337,7 @@ class Scan:
     hashes: list
     dhashes: list
     lumas: list
+    details: list
     skipped: list
     ignored: dict
     warnings: list
@@ -405,7 +410,7 @@ def scan(
         triples = [t for t in triples if keep(*t)]
         repeated = [(t, reason) for t, reason in repeated if keep(*t)]
     classes = dict(sorted(collections.Counter(lab for _, lab, _ in triples).items()))
-    found = Scan(source, kind, [], [], [], [], [], [], [], ignored, warns, has_split, classes)
+    found = Scan(source, kind, [], [], [], [], [], [], [], [], ignored, warns, has_split, classes)
     if len(classes) < min_classes:
         check_classes(list(classes), source, found.ignored_hint(), key=f"data.{kind}")
     results = inspect_all([p for p, _, _ in triples], min_side, progress=progress, executor=executor)
@@ -413,8 +418,8 @@ def scan(
         if r.reason is not None:
             found.skipped.append((path, r.reason))
             continue
-        for column, value in zip((found.paths, found.labels, found.splits, found.hashes, found.dhashes, found.lumas),
-                                 (path, label, split, r.sha256, r.dhash, r.luma)):
+        for column, value in zip((found.paths, found.labels, found.splits, found.hashes, found.dhashes, found.lumas,
+                                  found.details), (path, label, split, r.sha256, r.dhash, r.luma, r.detail)):
             column.append(value)
     found.skipped.extend((t[0], reason) for t, reason in repeated)
     return found

@@ -22,10 +22,11 @@ from inceptune.recipe.checks import show
 from inceptune.recipe.schema import SplitConfig
 
 __all__ = ["assign_splits", "duplicate_groups", "near_duplicate_pairs", "NEAR_DUPLICATE_DISTANCE",
-           "NEAR_DUPLICATE_LUMA"]
+           "NEAR_DUPLICATE_LUMA", "NEAR_DUPLICATE_DETAIL"]
 
 NEAR_DUPLICATE_DISTANCE = 4  # max Hamming distance between two 64-bit difference hashes
 NEAR_DUPLICATE_LUMA = 16  # ... and max difference of mean brightness (0..255): keeps flat images apart
+NEAR_DUPLICATE_DETAIL = 8.0  # ... and max mean difference (0..255) of their 16x16 thumbnails, brightness removed
 _NOHASH_RE = re.compile(r"_nohash_.*$")
 
 # === Splits ===
@@ -221,11 +222,17 @@ def near_duplicate_pairs(
     lumas: Sequence[float],
     max_distance: int = NEAR_DUPLICATE_DISTANCE,
     max_luma: float = NEAR_DUPLICATE_LUMA,
+    details: Sequence[bytes] | None = None,
+    max_detail: float = NEAR_DUPLICATE_DETAIL,
 ) -> list[tuple[int, int, int]]:
     """Pairs (i, j, distance) with dHash Hamming distance <= max_distance and similar brightness.
 
     Pigeonhole banding: split the 64 bits into max_distance + 1 bands; two hashes within the distance agree
-    exactly on at least one band, so only items sharing a band value are compared.
+    exactly on at least one band, so only items sharing a band value are compared. With `details` (16x16
+    greyscale thumbnails), a pair is kept only when the thumbnails also agree once their mean brightness is
+    removed (mean absolute difference <= max_detail): 64 bits say little about small, smooth or upsampled images
+    (8x8 digits scaled to 32 px share hashes by the thousand), the 256 pixels tell a re-encoded copy from a
+    different drawing of the same digit.
     """
     n = len(dhashes)
     if n < 2:
@@ -254,4 +261,14 @@ def near_duplicate_pairs(
                 ok &= rows[:, None] < grp[None, :]
                 for r, c in zip(*np.nonzero(ok)):
                     found[(int(rows[r]), int(grp[c]))] = int(d[r, c])
+    if details is not None:
+        found = {(i, j): d for (i, j), d in found.items() if _detail_distance(details[i], details[j]) <= max_detail}
     return sorted((i, j, d) for (i, j), d in found.items())
+
+
+def _detail_distance(a: bytes, b: bytes) -> float:
+    """Mean absolute difference (0..255) of two greyscale thumbnails, each minus its own mean brightness."""
+    x, y = np.frombuffer(a, np.uint8).astype(np.float32), np.frombuffer(b, np.uint8).astype(np.float32)
+    if x.size == 0 or x.size != y.size:
+        return 0.0  # no thumbnail: the hash decides alone
+    return float(np.abs((x - x.mean()) - (y - y.mean())).mean())
