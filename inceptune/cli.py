@@ -239,9 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inceptune",
         description="Transfer learning with Inception-family classifiers on Keras 3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = _subcommands(parser, "command", metavar="COMMAND")
+    for add in (_add_model_commands, _add_data_commands, _add_training_commands, _add_inference_commands,
+                _add_study_commands):
+        add(sub)
+    return parser
 
+
+def _subcommands(parser, dest: str, metavar: str = "SUBCOMMAND"):
+    sub = parser.add_subparsers(dest=dest, metavar=metavar)
+    sub.required = True
+    return sub
+
+
+def _add_model_commands(sub) -> None:
+    """The subcommands backbones, inspect."""
     p = sub.add_parser("backbones", help="list architectures and their blocks")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_backbones)
@@ -260,9 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_inspect)
 
+
+def _add_data_commands(sub) -> None:
+    """The subcommands data summary."""
     p = sub.add_parser("data", help="dataset tools")
-    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    dsub.required = True
+    dsub = _subcommands(p, "data_command")
     q = dsub.add_parser("summary", help="class counts per split, skipped files, duplicates, leakage")
     q.add_argument("source", metavar="DIR|CSV", help="a class-per-folder directory or a CSV manifest")
     q.add_argument("--val", type=float, default=0.15, help="validation fraction (default 0.15)")
@@ -273,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_cmd_data_summary)
 
+
+def _add_training_commands(sub) -> None:
+    """The subcommands train and recipe (init, show)."""
     p = sub.add_parser("train", help="staged fine-tuning into a run folder, from a recipe or straight from a folder")
     p.add_argument("recipe", metavar="RECIPE|DIR|CSV", nargs="?",
                    help="a recipe YAML file, or an image folder (one sub-folder per class) or CSV: the default "
@@ -289,8 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("recipe", help="recipe tools: a commented starting recipe, or a recipe resolved")
-    rsub = p.add_subparsers(dest="recipe_command", metavar="SUBCOMMAND")
-    rsub.required = True
+    rsub = _subcommands(p, "recipe_command")
     q = rsub.add_parser("init", help="print a commented starting recipe (inceptune recipe init > recipe.yaml)")
     q.add_argument("--backbone", default="inception_v3", help="backbone of the recipe (default inception_v3)")
     q.set_defaults(func=_cmd_recipe_init)
@@ -299,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     q.set_defaults(func=_cmd_recipe_show)
 
+
+def _add_inference_commands(sub) -> None:
+    """The subcommands evaluate, predict, export."""
     p = sub.add_parser("evaluate", help="metrics and report of a trained model on a labelled folder or CSV")
     p.add_argument("model", metavar="RUN_DIR|MODEL", help="a run folder or a .keras file (with labels.json beside it)")
     p.add_argument("--data", required=True, metavar="DIR|CSV",
@@ -328,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing export")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_study_commands(sub) -> None:
+    """The subcommands cv and demo."""
     p = sub.add_parser("cv", help="stratified k-fold cross-validation of a recipe (the test split held out)")
     p.add_argument("recipe", metavar="RECIPE", help="recipe YAML file")
     p.add_argument("--folds", type=int, required=True, metavar="K", help="number of folds (>= 2)")
@@ -344,7 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an earlier demo folder")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=_cmd_demo)
-    return parser
 
 
 def main(argv=None) -> int:

@@ -11,10 +11,14 @@ images: the top-1 classes must agree and the largest absolute difference of the 
 
 | format | output | converter | runtime used to verify |
 |---|---|---|---|
-| ``keras`` | ``PATH.keras`` file | ``model.save`` | ``keras.saving.load_model(safe_mode=True)`` |
+| ``keras`` | ``.keras`` file | ``model.save`` | ``keras.saving.load_model(safe_mode=True)`` |
 | ``savedmodel`` | folder | ``model.export(format="tf_saved_model")`` | ``tf.saved_model.load(...).serve`` |
 | ``tflite`` | ``.tflite`` file | ``TFLiteConverter.from_saved_model`` (builtin ops) | ``ai_edge_litert`` |
 | ``onnx`` | ``.onnx`` file | ``model.export(format="onnx")`` (needs ``onnx``, ``tf2onnx``) | ``onnxruntime`` |
+
+The output path: a file format whose ``out`` does not end in the format's extension gets it appended
+(``exports/model`` becomes ``exports/model.keras``, ``.tflite`` or ``.onnx``; ``m.h5`` becomes ``m.h5.keras``);
+a SavedModel is the folder ``out``, named as given. ``export_model`` returns the path actually written.
 
 Loading a model or its labels back is ``models.load_model`` / ``models.load_labels``.
 
@@ -42,14 +46,18 @@ from inceptune.errors import InceptuneError, closest
 from inceptune.models import load_labels
 
 __all__ = [
+    "EXTENSIONS",
     "FORMATS",
     "ExportCheck",
     "export_model",
+    "export_path",
     "verify_export",
 ]
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 _INSTALL_HINT = 'HINT: pip install "inceptune[export]"'
+# The extension a file format's output always ends with (appended when missing); a SavedModel is a folder.
+EXTENSIONS = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}
 # Packages each format needs beyond Keras + TensorFlow: (converter packages, runtime packages).
 _NEEDS = {
     "keras": ((), ()),
@@ -110,7 +118,8 @@ def export_model(
 
     Args:
         model: keras.Model. Single-input classifier whose preprocessing is inside (takes raw 0-255 RGB).
-        out: str or Path. Output: a ``.keras`` file, a SavedModel folder, a ``.tflite`` or ``.onnx`` file.
+        out: str or Path. Output: a ``.keras``, ``.tflite`` or ``.onnx`` file (the extension is appended when
+            ``out`` lacks it: ``exports/model`` -> ``exports/model.tflite``), or a SavedModel folder.
         format: str. One of ``FORMATS``: "keras", "savedmodel", "tflite", "onnx". Defaults to "keras".
         labels: list of str or None. Class names in output order, written to ``labels.json`` (beside a file,
             inside a SavedModel folder). Defaults to None (no labels file).
@@ -121,21 +130,20 @@ def export_model(
         force: bool. Replace an existing output (and a differing ``labels.json``). Defaults to False.
 
     Returns:
-        Path. The export (file or folder).
+        Path. The export written (file or folder): ``export_path(out, format)``.
 
     Raises:
         InceptuneError: unknown format, output exists without ``force``, a converter or runtime is not
             installed (with the pip command), labels of the wrong length, or the check failed.
     """
-    format, out = _check_format(format), Path(out)
+    format = _check_format(format)
+    out = export_path(out, format)
     labels, labels_path = _check_export_args(model, out, format, labels, force)
     _require_packages(format, runtime=verify)
     images = _verify_images(model, verify_images) if verify else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if format == "keras":
-        tmp = tmp.with_name(tmp.name + ".keras")  # Keras insists on the suffix
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}{EXTENSIONS.get(format, '')}"  # Keras insists on it
     _remove(tmp)
     try:
         _convert(model, tmp, format, images)
@@ -156,13 +164,21 @@ def export_model(
     return out
 
 
+def export_path(out, format: str) -> Path:
+    """The path ``export_model(model, out, format)`` writes: ``out`` with the format's extension appended when it
+    lacks it (``exports/model`` -> ``exports/model.keras``); a SavedModel folder is ``out`` itself."""
+    out = Path(out)
+    ext = EXTENSIONS.get(_check_format(format))
+    if ext and (out.is_dir() or out.name in ("", "..")):  # "exports/" meant as a folder: not exports.keras
+        raise InceptuneError(
+            f"export: out={str(out)!r} is a folder; the {format} format writes one file. "
+            f"HINT: name the file, e.g. out={str(out / ('model' + ext))!r}."
+        )
+    return out.with_name(out.name + ext) if ext and not out.name.endswith(ext) else out
+
+
 def _check_export_args(model, out: Path, format: str, labels, force: bool) -> tuple[list[str] | None, Path]:
     """Refuses an export that would overwrite something or mislabel the model. Returns (labels, labels path)."""
-    if format == "keras" and out.suffix != ".keras":
-        raise InceptuneError(
-            f"export: the keras format writes a file whose name ends in '.keras', received out={str(out)!r}. "
-            f"HINT: use out={str(out.with_suffix('.keras'))!r}."
-        )
     if out.exists() and not force:
         raise InceptuneError(
             f"export: {str(out)!r} already exists; an export never replaces a file or folder silently. "

@@ -57,7 +57,8 @@ class FreezeReport:
     """What trains, per block.
 
     Attributes:
-        model: model name. selector: the freeze selector. batchnorm: the policy.
+        model: model name. selector: the plan applied, verb included ("freeze through:mixed7", "train head"),
+            or "" for a report of the flags as they are. batchnorm: the policy.
         blocks: per-block rows in graph order. trainable_params / frozen_params / total_params: totals (frozen
             counts every non-trainable variable, BatchNorm moving statistics included, so the two add up to
             `model.count_params()`).
@@ -103,8 +104,10 @@ class FreezeReport:
         def fmt(r):
             return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
 
-        lines = [f"{self.model}  (freeze: {self.selector or '-'}, batchnorm: {self.batchnorm})", fmt(head),
-                 "  ".join("-" * w for w in widths)]
+        plan = self.selector or "trainable flags as set"  # "freeze through:mixed7", "train head"
+        if self.batchnorm:
+            plan += f", batchnorm: {self.batchnorm}"
+        lines = [f"{self.model}  ({plan})", fmt(head), "  ".join("-" * w for w in widths)]
         lines += [fmt(r) for r in rows[:-1]] + ["  ".join("-" * w for w in widths), fmt(rows[-1])]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)

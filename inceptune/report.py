@@ -1,19 +1,24 @@
-"""The HTML report of a run: ``report.html`` plus its PNG plots, readable offline with no server.
+"""The HTML report of a run: one self-contained ``report.html``, readable offline with no server.
 
-``write_report`` writes, into the run folder, ``report.html`` and the plots it shows
-(``report_training.png``, ``report_confusion.png``, ``report_curves.png``). Misclassified thumbnails are
-embedded in the HTML as base64 JPEG data URIs, so the page needs no other file and no network.
+``write_report`` writes ``report.html`` into the run folder and nothing else: the plots (PNG) and the
+misclassified thumbnails (JPEG) are embedded as base64 data URIs, so the file alone can be mailed or attached
+to a ticket; it references no other file and nothing on the network.
+
+The page opens with a title from the folder's name and the date (``flowers — inceptune run, 2026-12-01``) and
+one line saying what was measured: ``test split: 120 images, backbone inception_v3 (weights imagenet), image
+size 299×299, trained in 4 min 12 s (8 epochs)`` (evaluations and cross-validations: ``evaluated on N images``;
+parts that are unknown are left out).
 
 Sections, always present in this order (a section without data says "Not available" and why):
 
 1. ``summary``: headline metrics and the warnings of the evaluation.
-2. ``dataset``: class counts per split, duplicate contents across splits, skipped files, leakage warnings.
-3. ``recipe``: the resolved recipe as YAML.
-4. ``training``: loss, accuracy and learning rate per epoch, stage boundaries marked.
-5. ``confusion``: confusion-matrix heat map (colour: share of the true class; text: counts).
-6. ``curves``: ROC, precision-recall and reliability (calibration) curves.
-7. ``per-class``: precision, recall, F1, support, ROC AUC, average precision per class.
-8. ``misclassified``: a grid of the most confident mistakes, with true and predicted labels.
+2. ``training``: loss, accuracy and learning rate (log scale) per epoch, stage boundaries marked.
+3. ``confusion``: confusion-matrix heat map (colour: share of the true class; text: counts).
+4. ``curves``: ROC, precision-recall and reliability (calibration) curves.
+5. ``per-class``: precision, recall, F1, support, ROC AUC, average precision per class.
+6. ``misclassified``: a grid of the most confident mistakes, with true and predicted labels.
+7. ``dataset``: class counts per split, duplicate contents across splits, skipped files, leakage warnings.
+8. ``recipe``: the resolved recipe as YAML, folded (``<details>``).
 
 A ``cross-validation`` section follows when ``cv`` is given.
 
@@ -44,9 +49,10 @@ import numpy as np
 
 from inceptune._io import atomic_write_bytes
 
-__all__ = ["SECTIONS", "write_report"]
+__all__ = ["KINDS", "SECTIONS", "write_report"]
 
-SECTIONS = ("summary", "dataset", "recipe", "training", "confusion", "curves", "per-class", "misclassified")
+SECTIONS = ("summary", "training", "confusion", "curves", "per-class", "misclassified", "dataset", "recipe")
+KINDS = ("run", "evaluation", "cv")  # what the report is of: the words of its title and header line
 _TITLES = {
     "summary": "Summary",
     "dataset": "Dataset",
@@ -76,10 +82,11 @@ def write_report(
     y_true=None,
     probs=None,
     cv: Mapping | None = None,
-    title: str = "inceptune report",
+    title: str | None = None,
     max_thumbnails: int = 48,
+    kind: str | None = None,
 ) -> Path:
-    """Writes ``report.html`` and its PNG plots into ``run_dir`` (atomically, file by file).
+    """Writes ``report.html``, with every image embedded, into ``run_dir`` (atomically).
 
     Args:
         run_dir: str or Path. Folder to write into (created if missing).
@@ -98,8 +105,13 @@ def write_report(
         probs: array (N, C) or None. Predicted probabilities, with ``y_true``. Defaults to None.
         cv: dict or None. Cross-validation results ``{"folds": [{"fold": 0, "accuracy": ..}, ..],
             "mean": {..}, "std": {..}}``; adds a section when given. Defaults to None.
-        title: str. Page title. Defaults to "inceptune report".
+        title: str or None. Page title. None, "inceptune report", or a title of inceptune's own form
+            ("inceptune run NAME", "inceptune evaluation on DATA") become ``FOLDER — inceptune run, DATE``
+            (``FOLDER — inceptune evaluation on DATA, DATE``); any other title is used as given. Defaults to None.
         max_thumbnails: int. Most misclassified images shown. Defaults to 48.
+        kind: str or None. One of ``KINDS``: "run" (metrics on the test split), "evaluation" or "cv"
+            (``evaluated on N images``). Defaults to None: "cv" when ``cv`` is given, "evaluation" when every
+            manifest row's split is "evaluated" or the title starts "inceptune evaluation", else "run".
 
     Returns:
         Path. The written ``report.html``.
@@ -107,20 +119,23 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = dict(metrics) if metrics else None
+    manifest_rows = _read_rows(manifest_rows)
+    history = _read_rows(history_csv)
+    kind = _kind(kind, cv, manifest_rows, title)
     labels = list(metrics["labels"]) if metrics and "labels" in metrics else None
     if y_true is None and probs is None and metrics and metrics.get("predictions"):
         y_true = metrics["predictions"].get("y_true")
         probs = metrics["predictions"].get("probs")
 
     body = {
-        "summary": _summary_section(metrics),
-        "dataset": _dataset_section(manifest_rows, skipped, warnings),
-        "recipe": _recipe_section(recipe),
-        "training": _training_section(run_dir, history_csv),
-        "confusion": _confusion_section(run_dir, metrics),
-        "curves": _curves_section(run_dir, metrics, labels, y_true, probs),
+        "summary": _summary_section(metrics, warnings),
+        "training": _training_section(history),
+        "confusion": _confusion_section(metrics),
+        "curves": _curves_section(metrics, labels, y_true, probs),
         "per-class": _per_class_section(metrics),
         "misclassified": _misclassified_section(run_dir, metrics, max_thumbnails),
+        "dataset": _dataset_section(manifest_rows, skipped, warnings),
+        "recipe": _recipe_section(recipe),
     }
     order = list(SECTIONS)
     if cv is not None:
@@ -131,10 +146,11 @@ def write_report(
     sections = "\n".join(
         f'<section id="{key}">\n<h2>{_TITLES[key]}</h2>\n{body[key]}\n</section>' for key in order
     )
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    now = _dt.datetime.now()
     page = _PAGE.format(
-        title=_e(title),
-        subtitle=_e(f"{run_dir.resolve()} · written {stamp}"),
+        title=_e(_page_title(title, run_dir, kind, now.date())),
+        header=_e(_header_line(kind, metrics, _recipe_dict(recipe), history)),
+        subtitle=_e(f"{run_dir.resolve()} · written {now:%Y-%m-%d %H:%M}"),
         nav=nav,
         sections=sections,
     )
@@ -143,12 +159,82 @@ def write_report(
     return out
 
 
+# === Title and header line ===
+
+
+def _kind(kind, cv, manifest_rows, title) -> str:
+    if kind is not None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, received kind={kind!r}")
+        return kind
+    if cv is not None:
+        return "cv"
+    splits = {str(row.get("split")) for row in manifest_rows or ()}
+    if splits == {"evaluated"} or str(title or "").startswith("inceptune evaluation"):
+        return "evaluation"
+    return "run"
+
+
+def _page_title(title, run_dir: Path, kind: str, date) -> str:
+    """``FOLDER — inceptune run, DATE`` for no title or one of inceptune's own; any other title unchanged."""
+    folder = run_dir.resolve().name or str(run_dir.resolve())
+    if title is None or title == "inceptune report":
+        title = {"run": "inceptune run", "evaluation": "inceptune evaluation", "cv": "inceptune cross-validation"}[kind]
+    elif not title.startswith("inceptune "):
+        return title  # the caller's own
+    elif title.endswith(f" {folder}") and " " in title[: -len(folder) - 1]:
+        title = title[: -len(folder) - 1]  # "inceptune run run" -> "run — inceptune run": the folder once, first
+    return f"{folder} — {title}, {date:%Y-%m-%d}"
+
+
+def _header_line(kind: str, metrics, recipe: Mapping | None, history) -> str:
+    """"test split: N images, backbone B (weights W), image size S, trained in T"; unknown parts left out."""
+    n = (metrics or {}).get("num_samples")
+    if kind == "run":
+        parts = [f"test split: {n} images" if n is not None else "no test split"]
+    else:
+        parts = [f"evaluated on {n} images" if n is not None else "not evaluated"]
+    model, data = ((recipe or {}).get(key) for key in ("model", "data"))
+    model, data = (part if isinstance(part, Mapping) else {} for part in (model, data))
+    if model.get("backbone"):
+        weights = f" (weights {_weights_name(model['weights'])})" if "weights" in model else ""
+        parts.append(f"backbone {model['backbone']}{weights}")
+    size = model.get("image_size") or data.get("image_size")
+    if size:
+        parts.append(f"image size {size}×{size}")
+    seconds = [_to_float(row.get("seconds")) for row in history or ()]
+    if seconds and not any(math.isnan(x) for x in seconds):
+        parts.append(f"trained in {_duration(sum(seconds))} ({len(seconds)} epoch{'s' if len(seconds) != 1 else ''})")
+    return ", ".join(parts)
+
+
+def _weights_name(weights) -> str:
+    if weights is None or str(weights).lower() == "none":
+        return "none"
+    return Path(str(weights)).name if str(weights).lower() != "imagenet" else "imagenet"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 # === Sections ===
 
 
-def _summary_section(metrics) -> str:
+def _summary_section(metrics, warnings=None) -> str:
+    data_note = ""
+    if warnings:
+        data_note = (f'<p class="warn">{len(warnings)} data warning(s) (leakage, duplicates, imbalance): see '
+                     f'<a href="#dataset">{_TITLES["dataset"]}</a>.</p>')
     if not metrics:
-        return _na("no evaluation metrics were given (a run without a test split, or evaluation not run yet).")
+        return data_note + _na(
+            "no evaluation metrics were given (a run without a test split, or evaluation not run yet).")
     rows = [("samples", metrics.get("num_samples")), ("classes", metrics.get("num_classes"))]
     rows += [("accuracy", metrics.get("accuracy")), ("balanced accuracy", metrics.get("balanced_accuracy"))]
     for k, v in (metrics.get("top_k_accuracy") or {}).items():
@@ -166,12 +252,11 @@ def _summary_section(metrics) -> str:
     warns = metrics.get("warnings") or []
     if warns:
         table += "<h3>Evaluation warnings</h3>" + _list(warns, cls="warn")
-    return table
+    return table + data_note
 
 
-def _dataset_section(manifest_rows, skipped, warnings) -> str:
+def _dataset_section(rows, skipped, warnings) -> str:
     parts = []
-    rows = _read_rows(manifest_rows)
     if rows is None:
         parts.append(_na("no manifest was given, so class counts per split are unknown."))
     elif not rows:
@@ -239,7 +324,22 @@ def _recipe_section(recipe) -> str:
     if recipe is None:
         return _na("no recipe was given.")
     text = _recipe_text(recipe)
-    return f"<pre>{_e(text)}</pre>"
+    lines = len(text.splitlines())
+    return (f"<details><summary>The resolved recipe ({lines} lines of YAML, every default written out): "
+            f"click to show</summary>\n<pre>{_e(text)}</pre>\n</details>")
+
+
+def _recipe_dict(recipe) -> Mapping | None:
+    """The recipe as a mapping for the header line; None when it is not given or not readable."""
+    if recipe is None or isinstance(recipe, Mapping):
+        return recipe
+    import yaml
+
+    try:
+        data = yaml.safe_load(_recipe_text(recipe))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, Mapping) else None
 
 
 def _recipe_text(recipe) -> str:
@@ -258,10 +358,24 @@ def _recipe_text(recipe) -> str:
     return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False)
 
 
-def _training_section(run_dir: Path, history_csv) -> str:
-    rows = _read_rows(history_csv)
+def _training_section(rows) -> str:
     if not rows:
         return _na("no training history (history.csv) was given." if rows is None else "history.csv has no epoch.")
+    fig = _training_figure(rows)
+    if fig is None:
+        columns = sorted({key for row in rows for key in row})
+        return _na(f"history.csv has none of the columns loss, accuracy, lr (it has {columns}).")
+    stage_list = ", ".join(dict.fromkeys(str(row.get("stage", "")) for row in rows))
+    return (
+        f'<p>{len(rows)} epoch(s) in stage(s): {_e(stage_list)}. Dotted lines mark stage boundaries.</p>\n'
+        f'<img src="{_png_uri(fig)}" alt="training curves">'
+    )
+
+
+def _training_figure(rows):
+    """Loss, accuracy and learning rate against the epoch (integer ticks); None without any of those columns."""
+    from matplotlib.ticker import MaxNLocator
+
     series = defaultdict(list)
     for row in rows:
         for key, value in row.items():
@@ -276,16 +390,21 @@ def _training_section(run_dir: Path, history_csv) -> str:
     ]
     panels = [(name, keys) for name, keys in panels if keys]
     if not panels:
-        return _na(f"history.csv has none of the columns loss, accuracy, lr (it has {sorted(series)}).")
+        return None
     boundaries = [i for i in range(1, len(stages)) if stages[i] != stages[i - 1]]
     fig = _figure(figsize=(11, 3.4 * len(panels)))
     for n, (name, keys) in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, n + 1)
         for key in keys:
             y = np.array(series[key], dtype=float)
+            if name == "learning rate":
+                y[~(y > 0)] = np.nan  # a log axis: a cosine schedule's last 3.8e-8 stays visible; 0 is not drawn
             ax.plot(x, y, marker="o", markersize=3, label=key, linestyle="--" if key.startswith("val_") else "-")
-        if name == "learning rate" and all(v > 0 for v in series[keys[0]] if not math.isnan(v)):
+        log = name == "learning rate" and bool(np.any(np.array(series[keys[0]], dtype=float) > 0))
+        if log:
             ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, len(rows) + 0.5)
         for b in boundaries:
             ax.axvline(b + 0.5, color="0.4", linestyle=":", linewidth=1)
         if n == 0:  # stage names once, at the top
@@ -296,21 +415,16 @@ def _training_section(run_dir: Path, history_csv) -> str:
                     stages[s], xy=((s + e) / 2 + 0.5, 1.0), xycoords=("data", "axes fraction"), ha="center",
                     va="bottom", fontsize=9, color="0.25",
                 )
-        ax.set_ylabel(name)
+        ax.set_ylabel(f"{name} (log scale)" if log else name)
         ax.grid(alpha=0.3)
         if len(keys) > 1 or name != "learning rate":
             ax.legend(loc="best", fontsize=8)
     fig.axes[-1].set_xlabel("epoch (all stages, in order)")
     fig.tight_layout()
-    name = _save_png(fig, run_dir, "report_training.png")
-    stage_list = ", ".join(dict.fromkeys(stages))
-    return (
-        f'<p>{len(rows)} epoch(s) in stage(s): {_e(stage_list)}. Dotted lines mark stage boundaries.</p>\n'
-        f'<img src="{name}" alt="training curves">'
-    )
+    return fig
 
 
-def _confusion_section(run_dir: Path, metrics) -> str:
+def _confusion_section(metrics) -> str:
     if not metrics or metrics.get("confusion_matrix") is None:
         return _na("no confusion matrix: the model was not evaluated.")
     cm = np.array(metrics["confusion_matrix"], dtype=float)
@@ -332,12 +446,11 @@ def _confusion_section(run_dir: Path, metrics) -> str:
                 ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8 if c > 12 else 10,
                         color="white" if share[i, j] > 0.5 else "black")
     fig.tight_layout()
-    name = _save_png(fig, run_dir, "report_confusion.png")
     return ('<p>Rows: true class; columns: predicted class. Row sums are the class supports.</p>\n'
-            f'<img src="{name}" alt="confusion matrix">')
+            f'<img src="{_png_uri(fig)}" alt="confusion matrix">')
 
 
-def _curves_section(run_dir: Path, metrics, labels, y_true, probs) -> str:
+def _curves_section(metrics, labels, y_true, probs) -> str:
     if y_true is None or probs is None:
         return _na(
             "no raw predictions: ROC and precision-recall curves need y_true and probs (metrics.json keeps "
@@ -392,8 +505,7 @@ def _curves_section(run_dir: Path, metrics, labels, y_true, probs) -> str:
         ax_cal.set_axis_off()
         ax_cal.text(0.5, 0.5, "calibration bins not available", ha="center", va="center")
     fig.tight_layout()
-    name = _save_png(fig, run_dir, "report_curves.png")
-    return f'<img src="{name}" alt="ROC, precision-recall and reliability curves">'
+    return f'<img src="{_png_uri(fig)}" alt="ROC, precision-recall and reliability curves">'
 
 
 def _per_class_section(metrics) -> str:
@@ -553,13 +665,11 @@ def _figure(figsize):
     return Figure(figsize=figsize, dpi=100)
 
 
-def _save_png(fig, run_dir: Path, name: str) -> str:
+def _png_uri(fig) -> str:
+    """The figure as a PNG data URI, embedded in the page (no file beside it)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    atomic_write_bytes(run_dir / name, buf.getvalue())
-    return name
-
-
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 _PAGE = """<!DOCTYPE html>
@@ -571,6 +681,7 @@ _PAGE = """<!DOCTYPE html>
 body {{ font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1150px;
        color: #222; padding: 0 1em; }}
 h1 {{ margin-bottom: 0.1em; }}
+.head {{ font-size: 1.1em; margin: 0.3em 0; }}
 .sub {{ color: #666; font-size: 0.9em; margin-top: 0; }}
 nav {{ font-size: 0.9em; margin: 1em 0 2em; }}
 section {{ border-top: 1px solid #ddd; padding-top: 0.5em; margin-bottom: 2em; }}
@@ -579,6 +690,7 @@ th, td {{ border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: left; }}
 th {{ background: #f3f3f3; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 tr.total td {{ font-weight: bold; background: #fafafa; }}
+details summary {{ cursor: pointer; color: #555; }}
 pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
 img {{ max-width: 100%; }}
 .na {{ color: #777; font-style: italic; }}
@@ -593,6 +705,7 @@ figure.thumb img, .noimg {{ width: 128px; height: 128px; object-fit: contain; ba
 </head>
 <body>
 <h1>{title}</h1>
+<p class="head">{header}</p>
 <p class="sub">{subtitle}</p>
 <nav>{nav}</nav>
 {sections}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,10 +101,26 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InceptuneError,
                        match=r"format must be one of .* received format='tflte'. HINT: did you mean 'tflite'\?"):
         export.export_model(model, tmp_path / "m.tflite", "tflte")
-    with pytest.raises(InceptuneError, match=r"ends in '.keras', received out=.*HINT: use out=.*m.keras"):
-        export.export_model(model, tmp_path / "m.h5", "keras")
+    with pytest.raises(InceptuneError, match=r"is a folder; the tflite format writes one file\. HINT: .*model\.tflite"):
+        export.export_model(model, tmp_path, "tflite")
     with pytest.raises(InceptuneError, match=r"must name each of the model's 3 outputs, received 2"):
         export.export_model(model, tmp_path / "m.keras", "keras", labels=["a", "b"])
+
+
+def test_out_gets_the_format_extension(tmp_path):
+    """One --out rule: a file format appends its extension when `out` lacks it (a bare name was refused for keras
+    and taken as is by the others); a SavedModel is the folder `out`. export_model returns the path written."""
+    for fmt, ext in export.EXTENSIONS.items():
+        assert export.export_path("exports/model", fmt) == Path("exports/model" + ext)
+        assert export.export_path("exports/model" + ext, fmt) == Path("exports/model" + ext)
+    assert export.export_path("m.h5", "keras") == Path("m.h5.keras")  # appended, never swapped
+    assert export.export_path("exports/model", "savedmodel") == Path("exports/model")
+    model = tiny_classifier(batchnorm=True)
+    out = export.export_model(model, tmp_path / "exports" / "model", "keras", labels=LABELS)
+    assert out == tmp_path / "exports" / "model.keras" and models.load_labels(out) == LABELS
+    assert sorted(p.name for p in out.parent.iterdir()) == ["labels.json", "model.keras"]
+    with pytest.raises(InceptuneError, match=r"model\.keras' already exists"):  # the check is on the real name
+        export.export_model(model, tmp_path / "exports" / "model", "keras")
 
 
 def test_missing_converter_says_how_to_install(tmp_path, monkeypatch):

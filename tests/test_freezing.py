@@ -60,7 +60,10 @@ def test_report_json_and_table(v3):
     assert [b["block"] for b in d["blocks"]][:2] == ["stem", "mixed0"]
     assert d["trainable_params"] + d["frozen_params"] == 21_802_784
     text = str(rep)
+    assert text.splitlines()[0] == "inception_v3  (freeze through:mixed7, batchnorm: frozen)"  # the verb once
     assert "mixed8" in text and "12,804,096" in text
+    assert str(unfreeze(v3, "from:mixed8", batchnorm="follow")).splitlines()[0] == (
+        "inception_v3  (train from:mixed8, batchnorm: follow)")
     assert len(json.loads(rep.to_json(layers=True))["layers"]) == 311
 
 

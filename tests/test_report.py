@@ -1,9 +1,15 @@
-"""Tests for inceptune.report: report.html exists, references only files that exist, has every section."""
+"""Tests for inceptune.report: report.html is one self-contained file (every image a data URI), has every
+section, and says in its title and header line what was trained and measured."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import datetime
+import io
+import os
 import re
+import stat
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,28 +23,34 @@ LABELS = ["cat", "dog", "fox"]
 
 
 class _Refs(HTMLParser):
-    """Collects section ids and every src/href of the page."""
+    """Collects section ids, every src/href, the images (alt -> src), the title, h1 and the header line."""
 
     def __init__(self):
         super().__init__()
         self.refs: list[str] = []
+        self.images: dict[str, str] = {}
         self.sections: list[str] = []
         self.h2: list[str] = []
-        self._in_h2 = False
+        self.text: dict[str, str] = {}
+        self._in = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        for key in ("src", "href"):
+        for key in ("src", "href", "data", "action", "srcset", "poster"):
             if attrs.get(key):
                 self.refs.append(attrs[key])
+        if tag == "img":
+            self.images[attrs.get("alt", "")] = attrs.get("src", "")
         if tag == "section":
             self.sections.append(attrs.get("id"))
-        self._in_h2 = tag == "h2"
+        self._in = "header" if tag == "p" and attrs.get("class") == "head" else tag
 
     def handle_data(self, data):
-        if self._in_h2:
+        if self._in == "h2":
             self.h2.append(data)
-            self._in_h2 = False
+        elif self._in in ("title", "h1", "header") and self._in not in self.text:
+            self.text[self._in] = data
+        self._in = None
 
 
 def _parse(path: Path) -> _Refs:
@@ -47,20 +59,22 @@ def _parse(path: Path) -> _Refs:
     return parser
 
 
-def _assert_self_contained(page: Path, parser: _Refs) -> list[str]:
-    """Every reference is an in-page anchor, an embedded data URI or an existing file beside the page."""
-    files = []
+def _assert_self_contained(page: Path, parser: _Refs) -> dict[str, tuple[str, tuple[int, int]]]:
+    """Every reference is an in-page anchor or an embedded data URI: no local file, no network.
+    Returns {alt text: (image format, size)} of the embedded images."""
     for ref in parser.refs:
         if ref.startswith("#"):
             assert ref[1:] in parser.sections, ref
-        elif ref.startswith("data:image/"):
-            continue
         else:
-            assert "://" not in ref and not ref.startswith("/"), f"external or absolute reference {ref!r}"
-            assert (page.parent / ref).is_file(), f"missing file {ref!r}"
-            files.append(ref)
-    assert "http://" not in page.read_text() and "https://" not in page.read_text()
-    return files
+            assert re.fullmatch(r"data:image/(png|jpeg);base64,[A-Za-z0-9+/=]+", ref), f"not a data URI: {ref[:80]!r}"
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text and "file:" not in text
+    assert "<link" not in text and "<script" not in text and "url(" not in text
+    images = {}
+    for alt, src in parser.images.items():
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
+            images[alt] = (im.format, im.size)
+    return images
 
 
 @pytest.fixture
@@ -92,7 +106,7 @@ def run_dir(tmp_path):
     return run, metrics
 
 
-def test_full_report_has_every_section_and_only_existing_files(run_dir):
+def test_full_report_has_every_section_and_embeds_every_image(run_dir):
     run, metrics = run_dir
     manifest = [
         {"path": f"{lab}{i}.png", "label": lab, "split": split, "content_hash": f"h{lab}{i}"}
@@ -104,7 +118,8 @@ def test_full_report_has_every_section_and_only_existing_files(run_dir):
         run,
         metrics=metrics,
         history_csv=run / "history.csv",
-        recipe={"data": {"dir": "images", "image_size": 32}, "stages": [{"name": "head", "epochs": 3}]},
+        recipe={"data": {"dir": "images", "image_size": 32}, "model": {"backbone": "inception_v3", "weights": None},
+                "stages": [{"name": "head", "epochs": 3}]},
         manifest_rows=manifest,
         skipped=[("bad.jpg", "cannot be decoded"), {"file": "tiny.png", "reason": "smaller than 32x32"}],
         warnings=["2 near-duplicate images across train and test"],
@@ -113,22 +128,24 @@ def test_full_report_has_every_section_and_only_existing_files(run_dir):
     assert page == run / "report.html" and page.is_file()
     parser = _parse(page)
     assert parser.sections == list(report.SECTIONS)
+    assert parser.sections[:2] == ["summary", "training"]  # the curves right after the summary
     assert parser.h2 == [report._TITLES[s] for s in report.SECTIONS]
-    files = _assert_self_contained(page, parser)
-    assert sorted(files) == ["report_confusion.png", "report_curves.png", "report_training.png"]
-    assert sorted(p.name for p in run.iterdir()) == sorted(files + ["history.csv", "report.html"])  # no temp file
-    sizes = {}
-    for name in files:
-        with Image.open(run / name) as im:
-            assert im.format == "PNG"
-            sizes[name] = im.size
+    images = _assert_self_contained(page, parser)
+    # One file: the plots are embedded, nothing is written beside the page (no PNG, no temp file).
+    assert sorted(p.name for p in run.iterdir()) == ["history.csv", "report.html"]
     # figsize x 100 dpi: 3 training panels, a 3-class confusion matrix, 3 curve panels.
-    assert sizes == {"report_training.png": (1100, 1020), "report_confusion.png": (505, 385),
-                     "report_curves.png": (1500, 480)}
+    plots = {alt: im for alt, im in images.items() if im[0] == "PNG"}
+    assert plots == {"training curves": ("PNG", (1100, 1020)), "confusion matrix": ("PNG", (505, 385)),
+                     "ROC, precision-recall and reliability curves": ("PNG", (1500, 480))}
+    assert sorted(im for im in images.values() if im[0] != "PNG") == [("JPEG", (60, 40))] * 3  # thumbnails, as is
 
     text = page.read_text()
     assert "Not available" not in text
-    assert "<title>Test &lt;run&gt;</title>" in text  # escaped
+    assert "<title>Test &lt;run&gt;</title>" in text  # escaped; a title of the caller's own is kept
+    assert parser.text["header"] == ("test split: 12 images, backbone inception_v3 (weights none), image size 32×32, "
+                                   "trained in 12.0 s (5 epochs)")
+    assert re.search(r"<details><summary>The resolved recipe \(\d+ lines of YAML[^<]*</summary>\n<pre>", text)
+    assert "1 data warning(s)" in text and '<a href="#dataset">' in text  # the summary points to them
     # Class counts per split: cat 3 train, 1 val, 2 test (one is the copy), 6 in all.
     assert ('<td>cat</td><td class="num">3</td><td class="num">1</td><td class="num">2</td>'
             '<td class="num">6</td>') in text
@@ -147,7 +164,8 @@ def test_empty_report_still_has_every_section(tmp_path):
     page = report.write_report(tmp_path / "empty")
     parser = _parse(page)
     assert parser.sections == list(report.SECTIONS)
-    assert _assert_self_contained(page, parser) == []
+    assert _assert_self_contained(page, parser) == {}
+    assert parser.text["header"] == "no test split"
     text = page.read_text()
     # One "Not available" per section, plus skipped-files and data-checks sub-sections of the dataset.
     assert text.count('<p class="na">Not available:') == len(report.SECTIONS) + 2
@@ -158,11 +176,11 @@ def test_curves_need_predictions_and_accept_explicit_arrays(run_dir):
     lean = {k: v for k, v in metrics.items() if k != "predictions"}
     text = report.write_report(run, metrics=lean).read_text()
     assert "Not available: no raw predictions" in text
-    assert 'src="report_curves.png"' not in text
+    assert 'alt="ROC, precision-recall and reliability curves"' not in text
     y = np.array(metrics["predictions"]["y_true"])
     probs = np.array(metrics["predictions"]["probs"])
     text = report.write_report(run, metrics=lean, y_true=y, probs=probs).read_text()
-    assert 'src="report_curves.png"' in text
+    assert '<img src="data:image/png;base64,' in text and 'alt="ROC, precision-recall and reliability curves"' in text
     assert re.search(r"no training history", text)
 
 
@@ -187,8 +205,68 @@ def test_cv_section_and_csv_inputs(tmp_path, run_dir):
     parser = _parse(page)
     assert parser.sections == [*report.SECTIONS, "cross-validation"]
     _assert_self_contained(page, parser)
+    assert parser.text["header"] == "not evaluated"  # a cv report says "evaluated on N images" when it has metrics
+    assert parser.text["title"] == f"run — inceptune cross-validation, {datetime.date.today():%Y-%m-%d}"
     text = page.read_text()
     assert "<td>z.gif</td><td>unsupported format</td>" in text
     assert "seed: 0" in text
     assert '<td>mean ± std</td><td class="num">0.6000 ± 0.1000</td>' in text
     assert "No warning." in text
+
+
+def test_title_from_the_folder_and_date_and_header_line(run_dir, tmp_path):
+    """inceptune's own titles become "FOLDER — inceptune run, DATE" (not "inceptune run run"); the header line
+    names the split, the backbone, its weights, the image size and the training time, leaving unknowns out."""
+    run, metrics = run_dir
+    today = f"{datetime.date.today():%Y-%m-%d}"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data: {dir: /x, image_size: 32}\nmodel: {backbone: inception_mini, weights: imagenet, "
+                      "image_size: 75}\n")
+    for title in (None, "inceptune report", f"inceptune run {run.name}"):
+        parser = _parse(report.write_report(run, metrics=metrics, history_csv=run / "history.csv", recipe=recipe,
+                                            title=title))
+        assert parser.text["title"] == parser.text["h1"] == f"run — inceptune run, {today}"
+        assert parser.text["header"] == ("test split: 12 images, backbone inception_mini (weights imagenet), "
+                                       "image size 75×75, trained in 12.0 s (5 epochs)")
+    # An evaluation (the manifest rows evaluate_data writes): "evaluated on", the data set named in the title.
+    rows = [{"path": p, "label": "cat", "split": "evaluated"} for p in ("a.png", "b.png")]
+    parser = _parse(report.write_report(tmp_path / "eval-images", metrics=metrics, manifest_rows=rows,
+                                        title="inceptune evaluation on images"))
+    assert parser.text["title"] == f"eval-images — inceptune evaluation on images, {today}"
+    assert parser.text["header"] == "evaluated on 12 images"
+    # A cross-validation: the folder once, first.
+    cv = {"folds": [{"fold": 0, "accuracy": 0.5}], "mean": {"accuracy": 0.5}, "std": {"accuracy": 0.0}}
+    parser = _parse(report.write_report(tmp_path / "flowers-cv", metrics=metrics, cv=cv,
+                                        recipe={"model": {"backbone": "inception_v3"}},
+                                        title="inceptune 5-fold cross-validation flowers-cv"))
+    assert parser.text["title"] == f"flowers-cv — inceptune 5-fold cross-validation, {today}"
+    assert parser.text["header"] == "evaluated on 12 images, backbone inception_v3"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        report.write_report(tmp_path / "x", kind="train")
+
+
+def test_training_plot_has_integer_epochs_and_a_log_lr_axis():
+    """A cosine schedule's last 3.8e-8 does not flatten the learning-rate plot; epochs are whole numbers."""
+    lrs = [1e-3 * (1 + np.cos(np.pi * e / 5)) / 2 for e in range(5)] + [3.8e-8]
+    rows = [{"stage": "all", "epoch": e + 1, "loss": 1 / (e + 1), "lr": lr} for e, lr in enumerate(lrs)]
+    fig = report._training_figure(rows)
+    loss_ax, lr_ax = fig.axes
+    assert lr_ax.get_yscale() == "log" and loss_ax.get_yscale() == "linear"
+    low, high = lr_ax.get_ylim()
+    assert low < 3.8e-8 and high > 1e-3
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    # A zero learning rate (not drawable on a log axis) is left out, not an error.
+    fig = report._training_figure([{"stage": "a", "lr": 0.0}, {"stage": "a", "lr": 1e-3}])
+    assert fig.axes[0].get_yscale() == "log"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_report_is_readable_by_others_under_umask_022(tmp_path):
+    old = os.umask(0o022)
+    try:
+        page = report.write_report(tmp_path / "r")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(page.stat().st_mode) == 0o644

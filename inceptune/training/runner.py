@@ -406,7 +406,7 @@ class _Runner:
         with self.phases("report"):
             report.write_report(out, metrics=metrics, history_csv=out / "history.csv", recipe=out / "recipe.yaml",
                                 manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
-                                warnings=list(self.data.warnings), title=f"inceptune run {out.name}")
+                                warnings=list(self.data.warnings))
         self.log(f"report: {out / 'report.html'}")
         if self.cache is not None and self.cache.seconds:
             self.phases.add("training", -self.cache.seconds)  # the feature pass ran inside the first cached epoch
