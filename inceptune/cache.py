@@ -36,6 +36,7 @@ import numpy as np
 from inceptune._io import atomic_write_json
 from inceptune.data import load_image
 from inceptune.inference import compiled_forward
+from inceptune.progress import Bar
 
 # graph, freezing and selectors import Keras at module level: they are imported inside the functions that use
 # them, so that importing this module stays light.
@@ -345,10 +346,11 @@ class CacheContext:
         image_size: int. resize: str. log: callable for progress lines.
     """
 
-    def __init__(self, recipe, data, model, out, *, image_size: int, resize: str = "stretch", log=print):
+    def __init__(self, recipe, data, model, out, *, image_size: int, resize: str = "stretch", log=print,
+                 progress: bool = True):
         cfg = recipe.cache
         self.cfg, self.data, self.out, self.log = cfg, data, Path(out), log
-        self.image_size, self.resize = int(image_size), resize
+        self.image_size, self.resize, self.progress = int(image_size), resize, progress
         self.seed = int(recipe.seed)
         self.dtype = cfg.dtype
         self.augment = recipe.data.augment
@@ -441,7 +443,7 @@ class CacheContext:
         total = (len(self.train_y) * self.views + (len(self.val_y) if self.val_y is not None else 0)
                  + (self.test_n if with_test else 0))
         t0 = time.time()
-        bar = _progress(total, f"caching features at {', '.join(c.layer for c in cuts)}")
+        bar = Bar(total, f"caching features at {', '.join(c.layer for c in cuts)}", show=self.progress)
         files: dict = {"train": []}
         for v in range(self.views):
             if self.views > 1:  # augmented views: the training pipeline's augmentation, seeded per view
@@ -451,18 +453,17 @@ class CacheContext:
             else:
                 ds = decoded_batches(self.data.paths("train"), self.image_size, self.resize, self.batch_size)
             name = f"train-{v}.npy"
-            extract_features(forward, ds, len(self.train_y), [f / name for f in folders], self.dtype, bar)
+            extract_features(forward, ds, len(self.train_y), [f / name for f in folders], self.dtype, bar.update)
             files["train"].append(name)
         if self.val_y is not None:
             ds = decoded_batches(self.data.paths("val"), self.image_size, self.resize, self.batch_size)
-            extract_features(forward, ds, len(self.val_y), [f / "val.npy" for f in folders], self.dtype, bar)
+            extract_features(forward, ds, len(self.val_y), [f / "val.npy" for f in folders], self.dtype, bar.update)
             files["val"] = "val.npy"
         if with_test:
             ds = decoded_batches(self.data.paths("test"), self.image_size, self.resize, self.batch_size)
-            extract_features(forward, ds, self.test_n, [f / "test.npy" for f in folders], self.dtype, bar)
+            extract_features(forward, ds, self.test_n, [f / "test.npy" for f in folders], self.dtype, bar.update)
             files["test"] = "test.npy"
-        if bar is not None:
-            bar.close()
+        bar.close()
         seconds = time.time() - t0
         for c, f in zip(cuts, folders):
             meta = {"cut": c.layer, "files": files, "images": total, "seconds": round(seconds, 3),
@@ -506,22 +507,3 @@ class CacheContext:
         if "val" in splits and "val" in meta["files"]:
             out["val"] = np.load(folder / meta["files"]["val"], mmap_mode=mode)
         return out
-
-
-def _progress(total: int, desc: str):
-    import sys
-
-    if total < 500 or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="img", leave=False)
-
-    class _Bar:
-        def __call__(self, n):
-            bar.update(n)
-
-        def close(self):
-            bar.close()
-
-    return _Bar()

@@ -69,6 +69,7 @@ from inceptune._io import atomic_write_text
 from inceptune.data.prepared import write_skipped
 from inceptune.errors import DataError, InceptuneError, closest
 from inceptune.inference import predict_proba
+from inceptune.progress import Bar
 from inceptune.models import input_size, model_labels, resolve_model, run_resize
 from inceptune.report import write_report
 
@@ -608,7 +609,9 @@ def evaluate_data(
 
     size = input_size(model, None)
     resize = resize or run_resize(run_dir)
-    probs = predict_proba(model, _data.files_dataset(paths, batch_size=batch_size, image_size=size, resize=resize))
+    with Bar(len(paths), f"evaluating {len(paths)} images", show=progress) as bar:
+        probs = predict_proba(model, _data.files_dataset(paths, batch_size=batch_size, image_size=size, resize=resize),
+                              progress=bar.update)
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", UserWarning)  # the same text lands in metrics["warnings"]
         metrics = compute_metrics(y_true, probs, class_names, paths=paths)

@@ -59,7 +59,7 @@ def compiled_forward(model):
     return fn
 
 
-def predict_proba(model, data, batch_size: int = 32) -> np.ndarray:
+def predict_proba(model, data, batch_size: int = 32, progress=None) -> np.ndarray:
     """Runs ``model`` in inference mode, batch by batch, through one cached ``tf.function``.
 
     This is the fast path: a compiled call of ``model(x, training=False)`` ran about twice the images per
@@ -71,6 +71,8 @@ def predict_proba(model, data, batch_size: int = 32) -> np.ndarray:
         data: numpy array (N, H, W, 3) of raw pixels, or a ``tf.data.Dataset`` yielding images or
             ``(images, labels[, weights])``, batched or not (unbatched datasets are batched here).
         batch_size: int. Batch size for arrays and unbatched datasets. Defaults to 32.
+        progress: callable or None. Called with the number of images of each batch done (e.g. a
+            `progress.Bar`'s `update`). Defaults to None.
 
     Returns:
         np.ndarray of float32, shape (N, C). The model outputs (probabilities for a softmax head).
@@ -101,6 +103,8 @@ def predict_proba(model, data, batch_size: int = 32) -> np.ndarray:
             data = data.batch(batch_size)
         for batch in data:
             outputs.append(forward(tf.cast(batch, dtype)).numpy())
+            if progress is not None:
+                progress(len(outputs[-1]))
     else:
         array = np.asarray(data)
         if input_rank is not None and array.ndim == input_rank - 1:
@@ -108,6 +112,8 @@ def predict_proba(model, data, batch_size: int = 32) -> np.ndarray:
         for start in range(0, len(array), batch_size):
             batch = tf.convert_to_tensor(array[start : start + batch_size], dtype=dtype)
             outputs.append(forward(batch).numpy())
+            if progress is not None:
+                progress(len(outputs[-1]))
 
     if not outputs:
         return np.zeros((0, int(model.outputs[0].shape[-1])), dtype=np.float32)

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import io
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -24,6 +23,7 @@ from inceptune.choices import SPLITS
 from inceptune.data.decode import (decompression_limit_reason, file_reason, open_rgb, reason_from_exception,
                                    resize_image)
 from inceptune.errors import DataError, closest
+from inceptune.progress import Bar, on_terminal
 from inceptune.recipe.checks import show
 
 __all__ = ["IMAGE_EXTENSIONS", "Scan", "scan", "class_counts", "read_image_reason", "inspect_file", "inspect_all",
@@ -106,11 +106,7 @@ def read_image_reason(path: str | os.PathLike, min_side: int = 16) -> str | None
 
 
 def _show_progress(progress: bool, total: int) -> bool:
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    return bool(progress) and total >= PROGRESS_MIN_FILES and tty
+    return bool(progress) and total >= PROGRESS_MIN_FILES and on_terminal()
 
 
 def inspect_all(
@@ -125,12 +121,7 @@ def inspect_all(
     if not paths:
         return []
     workers = workers or max(1, min(8, (os.cpu_count() or 1) * 2))
-    show = _show_progress(progress, len(paths))
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(paths), desc="validating images", unit="file", file=sys.stderr)
+    bar = Bar(len(paths), "validating images", unit="file", show=_show_progress(progress, len(paths)))
     results: list[Inspected] = []
     with warnings.catch_warnings():
         # Files above Pillow's limit are reported as skips; the warning itself would only be noise.
@@ -149,13 +140,11 @@ def inspect_all(
         try:
             for r in it:
                 results.append(r)
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
-            if bar is not None:
-                bar.close()
+            bar.close()
     return results
 
 

@@ -34,7 +34,8 @@ class RunState:
         history: list of dict. One row per complete epoch (as `history.csv`).
         es_best, es_wait, es_weights: early stopping of the current stage: best value, epochs since it, and the
             weights file of the best epoch.
-        best, best_weights: the run's best value of `run_monitor` and its weights file (becomes `model.keras`).
+        best, best_weights, best_epoch: the run's best value of `run_monitor`, its weights file (becomes
+            `model.keras`) and its epoch (counted over the whole run, as the rows of `history`).
         run_monitor: str. `val_loss`, or `loss` without a validation split.
         base, weights, optimizer: the weights base file, and the weights and optimizer files of the last epoch.
     """
@@ -53,6 +54,7 @@ class RunState:
     base: str | None = None
     weights: str | None = None
     optimizer: str | None = None
+    best_epoch: int | None = None
 
     @classmethod
     def read(cls, folder: Path) -> RunState:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from inceptune.data import prepare
 from inceptune.data.sources import class_counts
 from inceptune.errors import InceptuneError, RecipeError
 from inceptune.inference import predict_proba
+from inceptune.progress import Bar
 from inceptune.recipe import DefaultRecipe, Recipe, default_recipe, dump_recipe, load_recipe
 from inceptune.recipe.defaults import NO_PRETRAINED
 from inceptune.recipe.overrides import parse_override
@@ -135,6 +135,14 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
         raise
 
 
+def _epoch_name(state: RunState) -> str:
+    """`stage 'top', epoch 3 (run epoch 13), ` for the best epoch; empty for runs checkpointed before it was kept."""
+    if not state.best_epoch or state.best_epoch > len(state.history):
+        return ""
+    row = state.history[state.best_epoch - 1]
+    return f"stage '{row['stage']}', epoch {row['epoch']} (run epoch {state.best_epoch}), "
+
+
 def _is_data_source(recipe) -> bool:
     """A folder of class folders or a CSV of images, given where a recipe is expected."""
     if not isinstance(recipe, (str, os.PathLike)):
@@ -156,6 +164,18 @@ def _default_recipe(source, overrides, backbone, epochs, image_size) -> DefaultR
 
 class _StopRequested(Exception):
     """`stop_after_epochs` was reached (a testing aid that stops the run as if it were killed)."""
+
+
+class _EpochBar(keras.callbacks.Callback):
+    """Feeds the epoch's progress bar (on a terminal only) from the batch callbacks: batches done, loss, accuracy."""
+
+    def __init__(self, bar: Bar):
+        super().__init__()
+        self.bar = bar
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar.shown:
+            self.bar.update(1, **{k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy")})
 
 
 class _LrSetter(keras.callbacks.Callback):
@@ -259,7 +279,7 @@ class _Runner:
         if recipe.cache.mode == "off":
             return
         self.cache = CacheContext(recipe, self.data, self.model, self.out, image_size=self.image_size,
-                                  resize=recipe.data.resize, log=self.log)
+                                  resize=recipe.data.resize, log=self.log, progress=self.verbose)
         self.cache.plan(self.model, recipe.stages, recipe.model.batchnorm, self.bmap)
 
     def _run_stage(self, index: int, stage) -> None:
@@ -334,23 +354,27 @@ class _Runner:
         """One epoch, on cached features when the stage allows it. Returns (logs, last lr, cached)."""
         seed = epoch_seed(self.recipe.seed, plan.index, epoch)
         lr = _LrSetter(plan.schedule, epoch, plan.steps)
-        if plan.fitter is not None and plan.fitter.active:
-            return plan.fitter.fit_epoch(epoch, seed, plan.batch_size, [lr]), lr.last, True
+        with Bar(plan.steps, f"{plan.stage.name} epoch {epoch + 1}/{plan.stage.epochs}", unit="batch",
+                 show=self.verbose) as bar:
+            if plan.fitter is not None and plan.fitter.active:
+                return plan.fitter.fit_epoch(epoch, seed, plan.batch_size, [lr, _EpochBar(bar)]), lr.last, True
+            return self._fit_epoch(plan, epoch, seed, [lr, _EpochBar(bar)]), lr.last, False
+
+    def _fit_epoch(self, plan: _StagePlan, epoch: int, seed: int, callbacks: list) -> dict:
+        """One epoch of Keras's `fit` on the image pipeline (its own progress bar off: ours is shown)."""
         cfg, data, size = self.recipe.data, self.data, self.image_size
         train_ds = data.dataset("train", batch_size=plan.batch_size, image_size=size, resize=cfg.resize,
                                 augment=cfg.augment, balance=cfg.balance, seed=seed)
         val_ds = (data.dataset("val", batch_size=plan.batch_size, image_size=size, resize=cfg.resize)
                   if self.has_val else None)
-        callbacks = [lr]
         try:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.out / "tensorboard" / plan.stage.name),
                                                          write_graph=False, update_freq="epoch"))
         except Exception:  # noqa: BLE001 - TensorBoard logging is optional
             pass
-        bar = 1 if (self.verbose and sys.stdout.isatty()) else 0
         h = self.model.fit(train_ds, validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
-                           callbacks=callbacks, shuffle=False, verbose=bar)
-        return {k: float(v[-1]) for k, v in h.history.items()}, lr.last, False
+                           callbacks=callbacks, shuffle=False, verbose=0)
+        return {k: float(v[-1]) for k, v in h.history.items()}
 
     def _checkpoint(self, plan: _StagePlan, epoch: int, logs: dict, lr: float, cached: bool,
                     seconds: float) -> bool:
@@ -397,7 +421,7 @@ class _Runner:
         state, out = self.state, self.out
         if state.best_weights:
             self.weights.load(state.best_weights)
-            self.log(f"\nbest epoch by {state.run_monitor}: {state.best:.4f}")
+            self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}")
         with self.phases("save"):
             self._save_model()
         metrics = self._test() if self.has_test else None
@@ -430,9 +454,11 @@ class _Runner:
                 probs = cached[0]
                 self.log(f"test predictions from the cached features at {cached[1]!r}")
             else:
-                cfg = self.recipe.data
-                probs = predict_proba(self.model, self.data.dataset("test", batch_size=cfg.batch_size,
-                                                                    image_size=self.image_size, resize=cfg.resize))
+                cfg, n = self.recipe.data, len(self.data.paths("test"))
+                with Bar(n, f"testing on {n} images", show=self.verbose) as bar:
+                    probs = predict_proba(self.model, self.data.dataset("test", batch_size=cfg.batch_size,
+                                                                        image_size=self.image_size, resize=cfg.resize),
+                                          progress=bar.update)
             metrics = evaluate.compute_metrics(self.data.label_ids("test"), probs, self.labels,
                                                paths=self.data.paths("test"))
             evaluate.write_metrics(metrics, self.out / "metrics.json")

@@ -38,7 +38,7 @@ class BestEpoch:
         value = logs.get(self.state.run_monitor)
         if value is not None and improved(float(value), self.state.best, self.state.run_monitor):
             self.state.best = float(value)
-            self.state.best_weights = f"best-{n}.weights.npz"
+            self.state.best_weights, self.state.best_epoch = f"best-{n}.weights.npz", n
             link_or_copy(self.folder / weights_file, self.folder / self.state.best_weights)
 
 
