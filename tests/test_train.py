@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -271,3 +272,17 @@ def test_checkpoints_store_a_base_then_only_what_changed(small_dir, tmp_path):
         np.testing.assert_array_equal(v.numpy(), expected[i])
     # the epoch file differs from the base in every variable it holds
     assert all(not np.array_equal(last[f"v{i}"], base[f"v{i}"]) for i in stored)
+
+
+def test_every_file_of_a_run_is_readable_by_others_under_umask_022(small_dir, tmp_path):
+    old = os.umask(0o022)
+    try:
+        run = train(mini_recipe(small_dir, stages=[{"name": "head", "train": "head", "epochs": 1, "lr": 1e-2}]),
+                    out=tmp_path / "run", verbose=False)
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(run.dir)): stat.S_IMODE(p.stat().st_mode) for p in run.dir.rglob("*")}
+    assert {"model.keras", "report.html", "metrics.json", "recipe.yaml", "checkpoints/state.json"} <= set(modes)
+    wrong = {name: oct(mode) for name, mode in modes.items()
+             if mode != (0o755 if (run.dir / name).is_dir() else 0o644)}
+    assert wrong == {}

@@ -251,7 +251,7 @@ class _Runner:
             cfg = dataclasses.replace(cfg, dir=None, csv=None, manifest=str((self.out / "manifest.csv").resolve()))
         with self.phases("data"):
             self.data = prepare(cfg, self.out, progress=self.verbose)
-        self.log(f"data: {self.data.summary_line()}")
+        self.log(f"data: {self.data.summary_line()} ({self.phases.seconds['data']:.1f}s)")
         for w in self.data.warnings:
             self.log(f"warning: {w}")
         self.labels = list(self.data.labels)
@@ -265,7 +265,8 @@ class _Runner:
             self.model = build_model(recipe.model, len(self.labels), self.image_size, seed=recipe.seed)
             self.bmap = block_map(self.model)
         self.log(f"model: {self.model.name}, {self.model.count_params():,} parameters, input "
-                 f"{self.image_size}x{self.image_size}, batchnorm={recipe.model.batchnorm}")
+                 f"{self.image_size}x{self.image_size}, batchnorm={recipe.model.batchnorm} "
+                 f"(built in {self.phases.seconds['build']:.1f}s)")
         if self.resume:
             self.state = RunState.read(self.ckpt)
         self.weights = CheckpointWeights(self.model, self.ckpt, self.state.base)
