@@ -137,26 +137,25 @@ def write_report(
         "dataset": _dataset_section(manifest_rows, skipped, warnings),
         "recipe": _recipe_section(recipe),
     }
-    order = list(SECTIONS)
     if cv is not None:
         body["cross-validation"] = _cv_section(cv)
-        order.append("cross-validation")
+    now = _dt.datetime.now()
+    page = _page(body, title=_page_title(title, run_dir, kind, now.date()),
+                 header=_header_line(kind, metrics, _recipe_dict(recipe), history),
+                 subtitle=f"{run_dir.resolve()} · written {now:%Y-%m-%d %H:%M}")
+    out = run_dir / "report.html"
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out
 
+
+def _page(body: dict, *, title: str, header: str, subtitle: str) -> str:
+    """The whole HTML page: title, header line, a table of contents, then the sections in `SECTIONS` order."""
+    order = [key for key in (*SECTIONS, "cross-validation") if key in body]
     nav = " · ".join(f'<a href="#{key}">{_TITLES[key]}</a>' for key in order)
     sections = "\n".join(
         f'<section id="{key}">\n<h2>{_TITLES[key]}</h2>\n{body[key]}\n</section>' for key in order
     )
-    now = _dt.datetime.now()
-    page = _PAGE.format(
-        title=_e(_page_title(title, run_dir, kind, now.date())),
-        header=_e(_header_line(kind, metrics, _recipe_dict(recipe), history)),
-        subtitle=_e(f"{run_dir.resolve()} · written {now:%Y-%m-%d %H:%M}"),
-        nav=nav,
-        sections=sections,
-    )
-    out = run_dir / "report.html"
-    atomic_write_bytes(out, page.encode("utf-8"))
-    return out
+    return _PAGE.format(title=_e(title), header=_e(header), subtitle=_e(subtitle), nav=nav, sections=sections)
 
 
 # === Title and header line ===
