@@ -7,11 +7,21 @@ Example:
     >>> model = it.build_classifier(base, num_classes=5, head={"dense": [1024], "dropout": 0.2})
 
 Names are imported lazily (PEP 562), so `import inceptune` and the CLI's `--help` do not load TensorFlow.
+
+Importing inceptune sets `TF_CPP_MIN_LOG_LEVEL=2` unless it is set already: TensorFlow's C++ code then prints
+errors but no INFO or WARNING lines (its start-up `cpu_feature_guard ... AVX2 FMA` notice and the
+`absl::InitializeLog()` preamble that comes with the first line). It must be set before TensorFlow is first
+imported; set it yourself (e.g. to 0) to see everything.
 """
 
 from __future__ import annotations
 
 import importlib as _importlib
+import os as _os
+
+# 2: TensorFlow's C++ logging keeps ERROR and FATAL, drops INFO and WARNING (1 would keep its warnings, such as the
+# "Local rendezvous is aborting ..." line that repeats an error Python raises anyway). A user's own value wins.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 

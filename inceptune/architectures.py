@@ -6,23 +6,30 @@ names its blocks' *output layers* by anchors Keras does name (``mixed7``, ``bloc
 follows from the graph: a layer belongs to the first block (in block order) whose output it feeds; the
 ``stem`` is everything up to the single tensor that feeds the first block; layers after the last block are
 the ``head``.
+
+Importing this module does not import Keras (every function that needs it imports it), so the table, with each
+architecture's block names as static data (`ArchSpec.block_names`), is readable without loading TensorFlow:
+`inceptune backbones` prints it instantly.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-from keras import layers
 
-from inceptune import blocks as _blocks
-from inceptune import graph as _graph
 from inceptune.errors import ModelLoadError, closest
 from inceptune.models import load_model
+
+if TYPE_CHECKING:  # annotations only: the functions import Keras when they run
+    import keras
 
 __all__ = [
     "ArchSpec",
@@ -54,6 +61,10 @@ class ArchSpec:
         block_outputs: callable `(model) -> list[(block_name, output_layer_name)]` in order, or None (then
             every layer is its own block).
         signature: layer names whose presence identifies this architecture inside any model.
+        description: str. One line for `inceptune backbones`.
+        block_names: the blocks in order as `block_map(model).order` lists them for a backbone (`stem` first),
+            kept as static data so they can be listed without building the model; a test checks them against
+            the built models.
     """
 
     name: str
@@ -64,23 +75,36 @@ class ArchSpec:
     block_outputs: Callable | None = None
     signature: tuple[str, ...] = ()
     description: str = ""
+    block_names: tuple[str, ...] = ()
 
 
 # === InceptionV3 ===
 
+_INCEPTION_V3_BLOCKS = ("stem",) + tuple(f"mixed{i}" for i in range(11))
+
+
 def _inception_v3_blocks(model) -> list[tuple[str, str]]:
     # mixed0..mixed10 are the only names Keras gives InceptionV3's modules; mixed9_0, mixed9_1 and the
     # `concatenate*` layers are internal to mixed9 / mixed10 and fall into those blocks by graph membership.
-    return [(f"mixed{i}", f"mixed{i}") for i in range(11)]
+    return [(b, b) for b in _INCEPTION_V3_BLOCKS[1:]]
 
 
 def _build_inception_v3(weights, input_shape):
+    import keras
+
     return keras.applications.InceptionV3(weights=weights, include_top=False, input_shape=input_shape)
 
 
 # === InceptionResNetV2 ===
 
+_INCEPTION_RESNET_V2_BLOCKS = (("stem", "mixed_5b") + tuple(f"block35_{i}" for i in range(1, 11)) + ("mixed_6a",)
+                               + tuple(f"block17_{i}" for i in range(1, 21)) + ("mixed_7a",)
+                               + tuple(f"block8_{i}" for i in range(1, 11)) + ("conv_7b",))
+
+
 def _inception_resnet_v2_blocks(model) -> list[tuple[str, str]]:
+    from inceptune import graph as _graph
+
     names = {layer.name for layer in model.layers}
     out = [("mixed_5b", "mixed_5b")]
     out += [(f"block35_{i}", f"block35_{i}_ac") for i in range(1, 11)]
@@ -99,13 +123,18 @@ def _inception_resnet_v2_blocks(model) -> list[tuple[str, str]]:
 
 
 def _build_inception_resnet_v2(weights, input_shape):
+    import keras
+
     return keras.applications.InceptionResNetV2(weights=weights, include_top=False, input_shape=input_shape)
 
 
 # === inception_mini ===
 
+_INCEPTION_MINI_BLOCKS = ("stem", "mixed0", "mixed1", "mixed2", "mixed3")
+
+
 def _inception_mini_blocks(model) -> list[tuple[str, str]]:
-    return [(b, b) for b in ("mixed0", "mixed1", "mixed2", "mixed3")]
+    return [(b, b) for b in _INCEPTION_MINI_BLOCKS[1:]]
 
 
 def build_inception_mini(input_shape=(32, 32, 3), width: int = 8, name: str = "inception_mini") -> keras.Model:
@@ -122,6 +151,11 @@ def build_inception_mini(input_shape=(32, 32, 3), width: int = 8, name: str = "i
     Returns:
         A functional `keras.Model` without a top, output `H/4 × W/4 × 12·width` (for 32×32 inputs: 8×8×96).
     """
+    import keras
+    from keras import layers
+
+    from inceptune import blocks as _blocks
+
     w = width
     inputs = keras.Input(shape=input_shape, name="input")
     # stem: 32 x 32 x 3 -> 16 x 16 x 2w
@@ -150,15 +184,17 @@ def _build_inception_mini(weights, input_shape):
 ARCHITECTURES: dict[str, ArchSpec] = {
     "inception_v3": ArchSpec(
         "inception_v3", _build_inception_v3, default_size=299, min_size=75, preprocess="tf",
-        block_outputs=_inception_v3_blocks, signature=tuple(f"mixed{i}" for i in range(11)),
+        block_outputs=_inception_v3_blocks, signature=_INCEPTION_V3_BLOCKS[1:], block_names=_INCEPTION_V3_BLOCKS,
         description="InceptionV3 (Szegedy et al. 2016), keras.applications, 21.8M parameters without top"),
     "inception_resnet_v2": ArchSpec(
         "inception_resnet_v2", _build_inception_resnet_v2, default_size=299, min_size=75, preprocess="tf",
         block_outputs=_inception_resnet_v2_blocks, signature=("mixed_5b", "block35_1_ac", "mixed_7a", "conv_7b_ac"),
+        block_names=_INCEPTION_RESNET_V2_BLOCKS,
         description="InceptionResNetV2 (Szegedy et al. 2017), keras.applications, 54.3M parameters without top"),
     "inception_mini": ArchSpec(
         "inception_mini", _build_inception_mini, default_size=32, min_size=32, preprocess="tf",
         block_outputs=_inception_mini_blocks, signature=("stem_conv1_conv", "mixed0", "mixed3_up", "mixed3"),
+        block_names=_INCEPTION_MINI_BLOCKS,
         description="inceptune's small Inception-style backbone for demos and tests (no ImageNet weights)"),
 }
 
@@ -168,14 +204,46 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 def application_names() -> list[str]:
     """The builder functions of ``keras.applications`` (``"InceptionV3"``, ``"ResNet50"``, ...).
 
+    While Keras is not imported yet, the names are read from the installed Keras's generated API file
+    (``keras/applications/__init__.py``) without importing it, so listing them does not load TensorFlow;
+    otherwise, or when that file cannot be read, from ``dir(keras.applications)``.
+
     Returns:
         list of str, sorted. Each name is accepted by ``load_backbone`` (any case, ``_`` ignored).
     """
+    if "keras" not in sys.modules:
+        names = _application_names_from_source()
+        if names:
+            return names
+    import keras
+
     return sorted(n for n in dir(keras.applications) if n[:1].isupper())
+
+
+def _application_names_from_source() -> list[str]:
+    """The capitalised names ``keras.applications`` re-exports, parsed from its source; [] when not found."""
+    try:
+        spec = importlib.util.find_spec("keras")  # a top-level name: finds the package without running it
+    except (ImportError, ValueError):
+        return []
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for rel in (("applications", "__init__.py"), ("api", "applications", "__init__.py")):
+            try:
+                tree = ast.parse(Path(root, *rel).read_text(encoding="utf-8"))
+            except (OSError, SyntaxError, ValueError):
+                continue
+            names = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     for a in node.names}
+            found = sorted(n for n in names if n[:1].isupper())
+            if found:
+                return found
+    return []
 
 
 def _application(name: str):
     """Finds a keras.applications builder by function name (case-insensitive, `_` ignored)."""
+    import keras
+
     key = name.replace("_", "").lower()
     for fn in application_names():
         if fn.lower() == key:
@@ -300,6 +368,8 @@ class BlockMap:
 
 def _immediate_dominator(graph: dict[str, list[str]], target: str, sources: set[str]) -> str | None:
     """The last layer every path from an input to `target` goes through (excluding `target`)."""
+    from inceptune import graph as _graph
+
     anc = _graph.closure(target, graph)
     order = [n for n in graph if n in anc and n != target]
     for cand in reversed(order):
@@ -330,6 +400,10 @@ def block_map(model, spec: ArchSpec | None = None) -> BlockMap:
     Returns:
         A `BlockMap`.
     """
+    import keras
+
+    from inceptune import graph as _graph
+
     spec = spec if spec is not None else detect_architecture(model)
     graph = _graph.parents(model)
     order_all = list(graph)
@@ -385,6 +459,8 @@ _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
 
 def _detect_preprocess_mode(name: str) -> str:
     """Infers a keras.applications model's input scaling by probing its module's `preprocess_input`."""
+    import keras
+
     fn_name, _ = _application(name)
     module = None
     for mod_name in dir(keras.applications):
@@ -418,6 +494,9 @@ def preprocessing_layer(mode: str, name: str = PREPROCESS_LAYER) -> keras.layers
     Returns:
         A layer with no trainable weights (`trainable=False`).
     """
+    import keras
+    from keras import layers
+
     if mode == "tf":
         layer = layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)
     elif mode == "torch":

@@ -1,7 +1,7 @@
 """The `inceptune` command line: parse, call the library, print, map errors to exit codes.
 
-Exit codes: 0 success, 2 bad input (usage, recipe, data, selector, model file), 1 unexpected failure. Errors
-print one paragraph to stderr; `--debug` adds the traceback.
+Exit codes: 0 success, 2 bad input (usage, recipe, data, selector, model file), 1 unexpected failure, 130
+interrupted, 141 stdout closed early (`| head`). Errors print one paragraph to stderr; `--debug` adds the traceback.
 """
 
 from __future__ import annotations
@@ -9,64 +9,59 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import textwrap
 import traceback
 
-from inceptune import data as _data
-from inceptune.cv import cross_validate, format_cv
-from inceptune.demo import format_demo, run_demo
+from inceptune import __version__
 from inceptune.errors import DataError, InceptuneError
-from inceptune.evaluate import evaluate_data, format_evaluation
-from inceptune.export import export_model, verify_export
-from inceptune.models import load_labels, load_model
-from inceptune.prediction import predict
-from inceptune.recipe import load_recipe, recipe_yaml, starter_recipe
 
-# None of the modules above imports Keras. architectures, freezing, selectors and training do: the commands that
-# need them import them when they run, so that `inceptune --help` and `import inceptune.cli` never load TensorFlow.
+# Each command imports the library modules it needs when it runs, so that `--help`, `--version`, `backbones` and
+# `data summary` load neither TensorFlow nor Keras (`--help` and `--version` not even NumPy), and answer in a
+# fraction of a second. `inceptune/__init__.py` quiets TensorFlow's C++ start-up logs (TF_CPP_MIN_LOG_LEVEL).
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __all__ = ["main"]
 
 
-def _print_error(kind: str, message: str) -> None:
-    text = " ".join(str(message).split())
-    sys.stderr.write(textwrap.fill(f"{kind}: {text}", width=110, break_long_words=False, break_on_hyphens=False) + "\n")
+def _print_error(kind: str, message: str, width: int = 110) -> None:
+    """`kind: message` as one paragraph wrapped at `width`; a `quoted command` stays on one line, to be copied."""
+    words = re.findall(r"\S*`[^`]*`\S*|\S+", f"{kind}: {' '.join(str(message).split())}")
+    lines = [""]
+    for word in words:
+        if lines[-1] and len(lines[-1]) + 1 + len(word) > width:
+            lines.append(word)
+        else:
+            lines[-1] = f"{lines[-1]} {word}" if lines[-1] else word
+    sys.stderr.write("\n".join(lines) + "\n")
 
 
 # === commands ===
 
 def _cmd_backbones(args) -> int:
+    # static data (ArchSpec.block_names, checked against the built models by a test); the keras.applications names
+    # are read from Keras's API file: neither builds a model nor imports Keras
     from inceptune.architectures import ARCHITECTURES, application_names
 
     if args.json:
         out = [{"name": s.name, "default_size": s.default_size, "min_size": s.min_size, "preprocess": s.preprocess,
-                "description": s.description, "blocks": _blocks_of(s.name)} for s in ARCHITECTURES.values()]
+                "description": s.description, "blocks": list(s.block_names)} for s in ARCHITECTURES.values()]
         print(json.dumps({"architectures": out, "keras_applications": application_names()}, indent=2))
         return 0
     for spec in ARCHITECTURES.values():
-        blocks = _blocks_of(spec.name)
         print(f"{spec.name}  (default {spec.default_size}px, min {spec.min_size}px, preprocessing {spec.preprocess})")
         print(f"  {spec.description}")
-        print(textwrap.fill("  blocks: " + " ".join(blocks), width=110, subsequent_indent="    "))
+        print(textwrap.fill("  blocks: " + " ".join(spec.block_names), width=110, subsequent_indent="    "))
     print(textwrap.fill("also accepted (no block map: every layer is a block): any keras.applications name: "
                         + ", ".join(application_names()) + "; or a saved .keras model.", width=110))
     return 0
 
 
-def _blocks_of(name: str) -> list[str]:
-    from inceptune.architectures import ARCHITECTURES, block_map, load_backbone
-
-    spec = ARCHITECTURES[name]
-    model = load_backbone(name, weights=None, image_size=spec.min_size)
-    return list(block_map(model, spec).order)
-
-
 def _load_for_inspect(target: str, weights: str, image_size):
     from inceptune.architectures import load_backbone
+    from inceptune.models import load_model
 
     if os.path.isdir(target) or target.endswith(".keras"):
         return load_model(target)
@@ -101,9 +96,9 @@ def _cmd_train(args) -> int:
     from inceptune.training import train
 
     if args.recipe is None and not args.resume:
-        raise _usage("train needs a RECIPE, an image folder or a CSV (or --resume with --out RUN_DIR)")
+        raise _usage("train needs a RECIPE, an image folder or a CSV (or --resume with --out RUN_DIR)", "train")
     if args.resume and args.out is None:
-        raise _usage("--resume needs --out RUN_DIR: the run folder to continue")
+        raise _usage("--resume needs --out RUN_DIR: the run folder to continue", "train")
     run = train(args.recipe, out=args.out, overrides=args.set, resume=args.resume, force=args.force,
                 verbose=not args.quiet, backbone=args.backbone, epochs=args.epochs, image_size=args.image_size)
     print(f"run folder: {run.dir}")
@@ -111,16 +106,22 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_recipe_init(args) -> int:
+    from inceptune.recipe import starter_recipe
+
     sys.stdout.write(starter_recipe(args.backbone))
     return 0
 
 
 def _cmd_recipe_show(args) -> int:
+    from inceptune.recipe import load_recipe, recipe_yaml
+
     sys.stdout.write(recipe_yaml(load_recipe(args.recipe, args.set)))
     return 0
 
 
 def _cmd_data_summary(args) -> int:
+    from inceptune import data as _data
+
     split = _data.SplitConfig(val=args.val, test=args.test, seed=args.seed, method=args.method)
     info = _data.summary(args.source, split=split, min_side=args.min_side)
     print(json.dumps(info, indent=2, default=str) if args.json else _data.format_summary(info))
@@ -128,6 +129,8 @@ def _cmd_data_summary(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    from inceptune.prediction import predict
+
     result = predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size)
     for path, reason in result.skipped:
         _print_error("skipped", f"{path}: {reason}")
@@ -149,6 +152,8 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    from inceptune.evaluate import evaluate_data, format_evaluation
+
     ev = evaluate_data(args.model, args.data, args.out, batch_size=args.batch_size, split=args.split,
                        force=args.force, progress=not args.quiet)
     for path, reason in ev.skipped:
@@ -179,6 +184,8 @@ def _export_check_images(target: str, model):
 
     import numpy as np
 
+    from inceptune import data as _data
+
     manifest = Path(target) / "manifest.csv" if Path(target).is_dir() else None
     if manifest is None or not manifest.is_file():
         return None
@@ -200,6 +207,9 @@ def _export_check_images(target: str, model):
 def _cmd_export(args) -> int:
     from pathlib import Path
 
+    from inceptune.export import export_model, verify_export
+    from inceptune.models import load_labels, load_model
+
     model = load_model(args.model)
     labels = load_labels(args.model)
     out = Path(args.out) if args.out else _default_export_path(args.model, args.format)
@@ -213,6 +223,8 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_cv(args) -> int:
+    from inceptune.cv import cross_validate, format_cv
+
     result = cross_validate(args.recipe, args.folds, args.out, overrides=args.set, verbose=not args.quiet,
                             force=args.force)
     if args.quiet:
@@ -222,14 +234,17 @@ def _cmd_cv(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    from inceptune.demo import format_demo, run_demo
+
     result = run_demo(args.out, quick=args.quick, force=args.force, verbose=not args.quiet)
     if args.quiet:
         print(format_demo(result))
     return 0
 
 
-def _usage(text: str):
-    return InceptuneError(f"{text}. HINT: run `inceptune COMMAND --help` for the options.")
+def _usage(text: str, command: str):
+    """A usage error of `inceptune COMMAND` (e.g. "train", "data summary"), pointing at that command's help."""
+    return InceptuneError(f"{text}. HINT: run `inceptune {command} --help` for the options.")
 
 
 # === parser ===
@@ -239,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inceptune",
         description="Transfer learning with Inception-family classifiers on Keras 3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"inceptune {__version__}")
     sub = _subcommands(parser, "command", metavar="COMMAND")
     for add in (_add_model_commands, _add_data_commands, _add_training_commands, _add_inference_commands,
                 _add_study_commands):
@@ -389,6 +405,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _print_error("interrupted", "stopped by the user; files already written are complete.")
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`inceptune backbones | head`): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
     except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
         if args.debug:
             traceback.print_exc()

@@ -14,11 +14,16 @@ import warnings
 import keras
 
 from inceptune import graph as _graph
-from inceptune.architectures import BlockMap, block_map
+from inceptune.architectures import ARCHITECTURES, BlockMap, block_map
 from inceptune.errors import SelectorError, closest
 from inceptune.selector_syntax import Node, parse
 
 __all__ = ["parse", "select", "resolve", "SelectorWarning", "Node"]
+
+# Block lists longer than this shorten numbered runs (`block35_1 … block35_10`); longer still after that: only counted.
+_LIST_IN_FULL = 20
+_LIST_AT_MOST = 60
+
 
 class SelectorWarning(UserWarning):
     """A selector is valid but probably not what was meant (e.g. a positional cut that splits a block)."""
@@ -37,13 +42,28 @@ class _Context:
         self.warnings: list[str] = []
         self.closure = _graph.closure
 
-    def unknown(self, what: str, name: str, valid: list[str], selector: str) -> SelectorError:
+    def unknown(self, what: str, name: str, valid: list[str], selector: str, listing: str | None = None
+                ) -> SelectorError:
+        """The error for a name that is not in `valid`: the closest names first, then the block names (never the
+        layers' automatic names: `inceptune inspect MODEL --layers` lists those), or `listing` when given."""
         near = closest(name, valid)
-        shown = ", ".join(valid[:60]) + (f", … ({len(valid)} in all)" if len(valid) > 60 else "")
-        return SelectorError(
-            f"selector {selector!r}: unknown {what} {name!r}."
-            + (f" Did you mean {', '.join(repr(n) for n in near)}?" if near else "")
-            + f" Valid {what}s of {self.model.name!r}: {shown}.")
+        text = f"selector {selector!r}: unknown {what} {name!r}." + (
+            f" Did you mean {', '.join(repr(n) for n in near)}?" if near else "")
+        if listing is not None:
+            return SelectorError(f"{text} {listing}")
+        blocks = _shorten(list(self.bmap.order))
+        if all(len(self.bmap.members[b]) == 1 for b in self.bmap.order if b != "head"):
+            # no block map (any keras.applications model): its blocks are its layers, automatic names included
+            text += f" {self.model.name!r} has no named blocks (every layer is its own block)."
+        elif len(blocks) <= _LIST_AT_MOST:
+            label = "Valid blocks" if what == "block" else "Blocks"
+            text += f" {label} of {self.model.name!r}: {', '.join(blocks)}."
+        else:
+            text += f" {self.model.name!r} has {len(self.bmap.order)} blocks."
+        target = self.model.name if self.model.name in ARCHITECTURES else "MODEL"
+        where = "" if target != "MODEL" else " (MODEL: a backbone name, a .keras file or a run folder)"
+        return SelectorError(f"{text} HINT: `inceptune inspect {target} --layers` lists all {len(self.names)} "
+                             f"layers{where}.")
 
     def block_or_layer(self, name: str, selector: str) -> tuple[set[str], str]:
         """Members and output layer of block `name`, or ({name}, name) for a plain layer name."""
@@ -148,9 +168,30 @@ class _Context:
                                 if c.__module__.startswith("keras")}
                                | {n for n in dir(keras.layers) if n[:1].isupper()})
                 if not any(k.lower() == arg.lower() for k in known):
-                    raise self.unknown("layer class", arg, known, selector)
+                    used = sorted({type(layer).__name__ for layer in self.layers.values()})
+                    raise self.unknown("layer class", arg, known, selector,
+                                       listing=f"Classes in {self.model.name!r}: {', '.join(used)}; or any class "
+                                               "of keras.layers, by name (any case).")
             return found
         raise SelectorError(f"selector {selector!r}: unknown kind {kind!r}")  # unreachable after parse
+
+
+def _shorten(names: list[str]) -> list[str]:
+    """`names`, with runs of 3 or more numbered names (`block35_1`, `block35_2`, …) written `first … last` when the
+    list is longer than `_LIST_IN_FULL`."""
+    if len(names) <= _LIST_IN_FULL:
+        return names
+    out, i = [], 0
+    while i < len(names):
+        m = re.fullmatch(r"(.*?)(\d+)", names[i])
+        j = i + 1
+        if m:
+            prefix, start = m.group(1), int(m.group(2))
+            while j < len(names) and names[j] == f"{prefix}{start + j - i}":
+                j += 1
+        out.extend([f"{names[i]} … {names[j - 1]}"] if j - i >= 3 else names[i:j])
+        i = j
+    return out
 
 
 def resolve(model, selector: str | Node, *, bmap: BlockMap | None = None, warnings_out: list | None = None) -> set[str]:

@@ -1,6 +1,7 @@
 import importlib
 import importlib.util
 import inspect
+import os
 import pkgutil
 import subprocess
 import sys
@@ -53,7 +54,20 @@ def test_documented_defaults_match_signatures():
 
 
 def test_the_cli_and_the_data_layer_import_no_keras():
-    code = ("import sys, inceptune, inceptune.cli, inceptune.data, inceptune.recipe, inceptune.evaluate; "
-            "print('keras' in sys.modules, 'tensorflow' in sys.modules)")
+    code = ("import sys, inceptune, inceptune.cli, inceptune.data, inceptune.recipe, inceptune.evaluate, "
+            "inceptune.architectures; print('keras' in sys.modules, 'tensorflow' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_library_import_prints_no_tensorflow_start_up_noise():
+    """`import inceptune` sets TF_CPP_MIN_LOG_LEVEL=2 before TensorFlow loads (absl preamble, cpu_feature_guard)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", "import inceptune; import inceptune.training"], capture_output=True,
+                          text=True, env=env, timeout=300, check=True)
+    assert done.stderr == ""
+    # a user's own setting wins
+    code = "import os, inceptune; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"))
+    assert done.stdout.strip() == "0"

@@ -60,6 +60,20 @@ def test_inception_resnet_v2_facts(size):
     assert bm.layer_block["conv_7b_bn"] == "conv_7b"
 
 
+@pytest.mark.parametrize("name", sorted(A.ARCHITECTURES))
+def test_static_block_names_match_the_built_model(name):
+    """`ArchSpec.block_names` (what `inceptune backbones` prints without building anything) is the block map's order
+    of the model built at its minimum size (the session's cached backbone: InceptionResNetV2 at 75 px, ~6 s)."""
+    spec = A.ARCHITECTURES[name]
+    assert spec.block_names, name
+    assert A.block_map(backbone(name, spec.min_size)).order == spec.block_names
+
+
+def test_application_names_read_without_keras_match_keras():
+    assert A._application_names_from_source() == sorted(n for n in dir(keras.applications) if n[:1].isupper())
+    assert "InceptionV3" in A.application_names() and "ResNet50" in A.application_names()
+
+
 def test_inception_mini_is_named_and_blocked():
     m = A.build_inception_mini()
     bm = A.block_map(m)

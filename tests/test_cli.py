@@ -2,7 +2,12 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
+from helpers import make_image_folder
+
+import inceptune
+from inceptune import architectures as A
 from inceptune.cli import main
 
 
@@ -54,6 +59,49 @@ def test_backbones_lists_blocks(capsys):
     assert main(["backbones"]) == 0
     out = capsys.readouterr().out
     assert "inception_v3" in out and "mixed10" in out and "block17_20" in out and "inception_mini" in out
+    assert "ResNet50" in out  # the keras.applications names, read without importing Keras
+    assert main(["backbones", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [a["blocks"] for a in data["architectures"]] == [list(s.block_names) for s in A.ARCHITECTURES.values()]
+    assert "InceptionV3" in data["keras_applications"]
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"inceptune {inceptune.__version__}\n" == "inceptune 0.1.0\n"
+
+
+def test_fast_commands_import_neither_keras_nor_tensorflow(tmp_path):
+    """--help, --version, backbones (text and JSON) and data summary, in a fresh interpreter."""
+    data = make_image_folder(tmp_path / "images", classes=2, per_class=8, size=32)
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from inceptune.cli import main
+        codes, summary = [], ["data", "summary", {str(data)!r}, "--method", "stratified"]
+        for argv in (["--help"], ["--version"], ["backbones"], ["backbones", "--json"], summary):
+            with contextlib.redirect_stdout(io.StringIO()):
+                codes.append(main(argv))
+        print(codes, sorted(m for m in ("keras", "tensorflow") if m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split("\n")[-2] == "[0, 0, 0, 0, 0] []", done.stdout + done.stderr
+
+
+def test_inspect_builds_the_model_once(monkeypatch, capsys):
+    built = []
+    build = A.build_inception_mini
+    monkeypatch.setattr(A, "build_inception_mini", lambda *a, **k: built.append(1) or build(*a, **k))
+    assert main(["inspect", "inception_mini", "--freeze", "through:mixed1", "--layers"]) == 0
+    assert main(["inspect", "inception_mini", "--train", "head,from:mixed2", "--json"]) == 0
+    assert len(built) == 2  # one build per command
+    assert "mixed1" in capsys.readouterr().out
+
+
+def test_usage_hint_names_the_command(capsys):
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "`inceptune train --help`" in err  # a quoted command is never split across lines
+    assert "HINT: run `inceptune train --help` for the options" in " ".join(err.split()) and "COMMAND" not in err
 
 
 def test_inspect_table(capsys):

@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import keras
@@ -115,19 +116,52 @@ def test_positional_cut_splitting_a_block_warns(v3):
 @pytest.mark.parametrize("selector,pattern", [
     ("block:mixed11",
      r"unknown block 'mixed11'\. Did you mean 'mixed1', 'mixed10'.*Valid blocks of 'inception_v3': stem, mixed0"),
-    ("through:mixd7", r"unknown block or layer 'mixd7'\. Did you mean 'mixed7'"),
+    ("through:mixd7", r"unknown block or layer 'mixd7'\. Did you mean 'mixed7'[^?]*\? Blocks of 'inception_v3': stem, "
+                      r"mixed0, .*, mixed10\. HINT: `inceptune inspect inception_v3 --layers` lists all 311 layers\.$"),
     ("first:-3", r"first:N needs a whole number N >= 0.*Received: first:-3"),
     ("re:(", r"re:\( is not a valid regular expression"),
     ("blocks:mixed7..mixed5", r"'mixed7' comes after 'mixed5'.*blocks:mixed5\.\.mixed7"),
     ("frm:mixed7", r"unknown selector kind 'frm:'.*did you mean from:"),
-    ("name:mixed77", r"unknown layer 'mixed77'"),
-    ("type:BatchNorm", r"unknown layer class 'BatchNorm'\. Did you mean 'BatchNormalization'"),
+    ("name:mixed77", r"unknown layer 'mixed77'\. Did you mean 'mixed7'.*Blocks of 'inception_v3': stem, mixed0"),
+    ("type:BatchNorm", r"unknown layer class 'BatchNorm'\. Did you mean 'BatchNormalization'.*Classes in "
+                       r"'inception_v3': .*Conv2D.*; or any class of keras\.layers"),
     ("head,", r"expected a selector here"),
     ("", r"it is empty"),
 ])
 def test_errors(v3, selector, pattern):
     with pytest.raises(SelectorError, match=pattern):
         resolve(v3, selector)
+
+
+def test_unknown_name_lists_blocks_not_automatic_layer_names(v3):
+    with pytest.raises(SelectorError) as err:
+        resolve(v3, "through:mixd7")
+    text = str(err.value)
+    assert text.index("Did you mean 'mixed7'") < text.index("Blocks of") < text.index("inceptune inspect")
+    assert not re.search(r"conv2d|batch_normalization|activation", text)  # Keras's automatic names
+    assert "in all" not in text and len(text) < 400
+
+
+def test_long_block_lists_shorten_numbered_runs():
+    from inceptune.architectures import ARCHITECTURES
+    from inceptune.selectors import _shorten
+
+    assert _shorten(list(ARCHITECTURES["inception_resnet_v2"].block_names)) == [
+        "stem", "mixed_5b", "block35_1 … block35_10", "mixed_6a", "block17_1 … block17_20", "mixed_7a",
+        "block8_1 … block8_10", "conv_7b"]
+    v3 = list(ARCHITECTURES["inception_v3"].block_names)
+    assert _shorten(v3) == v3  # short lists in full
+
+
+def test_unknown_name_in_a_model_without_named_blocks():
+    """Every layer is its own block: listing the blocks would list the layers."""
+    x = inp = keras.Input((4,), name="x")
+    for i in range(70):
+        x = keras.layers.Dense(4, name=f"d{i}")(x)
+    model = keras.Model(inp, x, name="plain")
+    with pytest.raises(SelectorError, match=r"Did you mean 'd7'.*'plain' has no named blocks \(every layer is its own "
+                                            r"block\)\. HINT: `inceptune inspect MODEL --layers` lists all 71"):
+        resolve(model, "through:d7x")
 
 
 def test_parse_roundtrip_text():
