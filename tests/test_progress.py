@@ -92,3 +92,13 @@ def test_bar_is_silent_off_a_terminal(monkeypatch, capsys):
         assert bar.shown
         bar.update(10, loss=0.25)
     assert "work" in capsys.readouterr().err
+
+
+def test_quiet_prints_only_the_summary(recipe_file, tmp_path, capsys):
+    from inceptune.cli import main
+
+    assert main(["train", str(recipe_file), "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("stage ") and lines[1].startswith("head ") and lines[2].startswith("all ")
+    assert lines[3].startswith("test accuracy ") and lines[4] == f"run folder: {tmp_path / 'quiet'}"
+    assert len(lines) == 5

@@ -1,14 +1,34 @@
 """Training: the staged fine-tuning runner and its parts.
 
 The package, top to bottom: `runner` (`train`: the run as named steps over one `RunState`), `model` (the
-classifier of a recipe and the compile step of each stage), `tracking` (best epoch, early stopping),
-`checkpoints` (weights, optimizer state, `state.json`) and `records` (`log.txt`, `history.csv`, phase times).
+classifier of a recipe and the compile step of each stage), `callbacks` (per-batch learning rate, the epoch's
+progress bar), `tracking` (best epoch, early stopping), `checkpoints` (weights, optimizer state, `state.json`)
+and `records` (`log.txt`, `history.csv`, phase times).
+
+Names are imported lazily, so `from inceptune.training import train` does not import Keras until a run builds
+its model.
 """
 
-from inceptune.training.checkpoints import CheckpointWeights, RunState, epoch_seed
-from inceptune.training.model import (build_model, compile_stage, make_optimizer, resolve_image_size,
-                                      stage_lr_multipliers)
-from inceptune.training.runner import Run, default_run_dir, train
+import importlib as _importlib
 
-__all__ = ["train", "Run", "default_run_dir", "build_model", "compile_stage", "make_optimizer", "stage_lr_multipliers",
-           "resolve_image_size", "RunState", "CheckpointWeights", "epoch_seed"]
+# public name -> module of the package that defines it
+_EXPORTS = {
+    "train": "runner", "Run": "runner", "default_run_dir": "runner",
+    "build_model": "model", "compile_stage": "model", "make_optimizer": "model", "stage_lr_multipliers": "model",
+    "resolve_image_size": "model",
+    "RunState": "checkpoints", "CheckpointWeights": "checkpoints", "epoch_seed": "checkpoints",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'inceptune.training' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"inceptune.training.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(__all__) | {m for m in _EXPORTS.values()})

@@ -21,8 +21,6 @@ import shutil
 import time
 from pathlib import Path
 
-import keras
-
 from inceptune import evaluate, report
 from inceptune._io import atomic_path, atomic_write_text, prepare_output_dir
 from inceptune.architectures import block_map
@@ -37,11 +35,13 @@ from inceptune.recipe.defaults import NO_PRETRAINED
 from inceptune.recipe.overrides import parse_override
 from inceptune.schedules import ScheduleSpec
 from inceptune.training.checkpoints import CheckpointWeights, RunState, epoch_seed, load_optimizer, save_optimizer
-from inceptune.training.model import build_model, compile_stage, resolve_image_size
 from inceptune.training.records import Phases, RunLog, history_csv, summary_table
 from inceptune.training.tracking import BestEpoch, EarlyStopper
 
 __all__ = ["train", "Run", "default_run_dir"]
+
+# Keras (and what builds models) is imported inside the steps that need it, once the run has started: the run's
+# first lines print at once instead of after the ~8 s TensorFlow import.
 
 
 @dataclasses.dataclass
@@ -166,31 +166,6 @@ class _StopRequested(Exception):
     """`stop_after_epochs` was reached (a testing aid that stops the run as if it were killed)."""
 
 
-class _EpochBar(keras.callbacks.Callback):
-    """Feeds the epoch's progress bar (on a terminal only) from the batch callbacks: batches done, loss, accuracy."""
-
-    def __init__(self, bar: Bar):
-        super().__init__()
-        self.bar = bar
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.bar.shown:
-            self.bar.update(1, **{k: float(v) for k, v in (logs or {}).items() if k in ("loss", "accuracy")})
-
-
-class _LrSetter(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate before every batch from the stage's pure schedule."""
-
-    def __init__(self, spec: ScheduleSpec, epoch: int, steps_per_epoch: int):
-        super().__init__()
-        self.spec, self.offset = spec, epoch * steps_per_epoch
-        self.last = spec(self.offset)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.last = self.spec(self.offset + batch)
-        self.model.optimizer.learning_rate.assign(self.last)
-
-
 @dataclasses.dataclass
 class _StagePlan:
     """One stage as compiled: what `_run_epoch` and `_checkpoint` need to know about it."""
@@ -259,6 +234,8 @@ class _Runner:
         self.has_test = len(self.data.paths("test")) > 0
 
     def _build(self) -> None:
+        from inceptune.training.model import build_model, resolve_image_size
+
         recipe = self.recipe
         self.image_size = resolve_image_size(recipe)
         with self.phases("build"):
@@ -303,6 +280,8 @@ class _Runner:
 
     def _compile_stage(self, index: int, stage, start_epoch: int) -> _StagePlan:
         """Freezes and compiles the model for a stage, restores its optimizer state on resume, and logs it."""
+        from inceptune.training.model import compile_stage
+
         recipe, data = self.recipe, self.data
         batch_size = int(stage.batch_size or recipe.data.batch_size)
         balance = recipe.data.balance
@@ -353,16 +332,20 @@ class _Runner:
 
     def _run_epoch(self, plan: _StagePlan, epoch: int) -> tuple[dict, float, bool]:
         """One epoch, on cached features when the stage allows it. Returns (logs, last lr, cached)."""
+        from inceptune.training.callbacks import EpochBar, LrSetter
+
         seed = epoch_seed(self.recipe.seed, plan.index, epoch)
-        lr = _LrSetter(plan.schedule, epoch, plan.steps)
+        lr = LrSetter(plan.schedule, epoch, plan.steps)
         with Bar(plan.steps, f"{plan.stage.name} epoch {epoch + 1}/{plan.stage.epochs}", unit="batch",
                  show=self.verbose) as bar:
             if plan.fitter is not None and plan.fitter.active:
-                return plan.fitter.fit_epoch(epoch, seed, plan.batch_size, [lr, _EpochBar(bar)]), lr.last, True
-            return self._fit_epoch(plan, epoch, seed, [lr, _EpochBar(bar)]), lr.last, False
+                return plan.fitter.fit_epoch(epoch, seed, plan.batch_size, [lr, EpochBar(bar)]), lr.last, True
+            return self._fit_epoch(plan, epoch, seed, [lr, EpochBar(bar)]), lr.last, False
 
     def _fit_epoch(self, plan: _StagePlan, epoch: int, seed: int, callbacks: list) -> dict:
         """One epoch of Keras's `fit` on the image pipeline (its own progress bar off: ours is shown)."""
+        import keras
+
         cfg, data, size = self.recipe.data, self.data, self.image_size
         train_ds = data.dataset("train", batch_size=plan.batch_size, image_size=size, resize=cfg.resize,
                                 augment=cfg.augment, balance=cfg.balance, seed=seed)
@@ -442,6 +425,8 @@ class _Runner:
     def _save_model(self) -> None:
         # an uncompiled model over the same layers (no optimizer state in model.keras); building it takes
         # milliseconds, where cloning every layer took ~2 s for InceptionV3
+        import keras
+
         model = self.model
         clean = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
                             model.outputs[0] if len(model.outputs) == 1 else model.outputs, name=model.name)
