@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import textwrap
+import time
 import traceback
 
 from inceptune import __version__
@@ -218,9 +219,10 @@ def _cmd_export(args) -> int:
     labels = load_labels(args.model)
     out = Path(args.out) if args.out else _default_export_path(args.model, args.format)
     images = _export_check_images(args.model, model)
+    t0 = time.perf_counter()
     path = export_model(model, out, format=args.format, labels=labels, verify_images=images, force=args.force)
     check = verify_export(path, args.format, model, images)
-    print(f"exported {args.format}: {path}" + ("" if labels is None else
+    print(f"exported {args.format} in {time.perf_counter() - t0:.1f}s: {path}" + ("" if labels is None else
           f" (labels.json: {path / 'labels.json' if args.format == 'savedmodel' else path.parent / 'labels.json'})"))
     print(f"verified: {check}" + (" on real images of the run" if images is not None else " on random images"))
     return 0

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import io
 import json
+import re
 import shutil
 
 import pytest
@@ -151,7 +152,8 @@ def test_export_keras_verified_and_never_overwritten(run_dir, capsys):
     assert main(["export", str(run_dir), "--format", "keras"]) == 0
     out = capsys.readouterr().out.splitlines()
     path = run_dir / "export" / "model.keras"
-    assert out[0] == f"exported keras: {path} (labels.json: {run_dir / 'export' / 'labels.json'})"
+    assert re.fullmatch(r"exported keras in \d+\.\ds: " + re.escape(f"{path} (labels.json: "
+                                                                    f"{run_dir / 'export' / 'labels.json'})"), out[0])
     assert out[1] == ("verified: keras: top-1 agrees on 4/4 images, max abs diff 0 (limit 0.001) -> OK on real "
                       "images of the run")
     assert json.loads((run_dir / "export" / "labels.json").read_text()) == ["class_0", "class_1", "class_2"]
