@@ -709,10 +709,13 @@ def test_upsampled_digits_are_not_near_duplicates(tmp_path):
     # 8x8 digits scaled to 32 px share 64-bit hashes by the thousand; their 16x16 thumbnails tell them apart
     from inceptune.demo import write_digits
 
-    write_digits(tmp_path / "digits", per_class=40)
+    write_digits(tmp_path / "digits")  # all 1,797, as the demo writes them
     data = prepare(DataConfig(dir=str(tmp_path / "digits")), progress=False)
-    assert len(data.rows) == 400 and data.leaks == []
+    assert len(data.rows) == 1797 and data.leaks == []
     assert not [w for w in data.warnings if "leakage" in w]
+    found = sources.scan(tmp_path / "digits", progress=False)  # no pair at all, whatever the split
+    assert splits.near_duplicate_pairs(found.dhashes, found.lumas, details=found.details) == []
+    assert len(splits.near_duplicate_pairs(found.dhashes, found.lumas)) > 1000  # what the hash alone reports
 
 
 def test_summary_lists_at_most_20_leaks_then_counts_the_rest():
