@@ -40,6 +40,8 @@ _EXPORTS = {
     "build_classifier": "heads",
     "train": "training",
     "Run": "training",
+    "lr_find": "lr_range",
+    "LrFindResult": "lr_range",
     "predict": "prediction",
     "Predictions": "prediction",
     "evaluate_data": "evaluate",

@@ -75,11 +75,19 @@ def atomic_write_bytes(path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _name_the_file(exc, path)
         raise
     return path
+
+
+def _name_the_file(exc: BaseException, path: Path) -> None:
+    """A write error without a file name (`write()` on a full disk) gets the destination's, for the message."""
+    # only real OS errors (errno + strerror): setting a file name on OSError("text") would print "[Errno None] None"
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+        exc.filename = str(path)
 
 
 def atomic_write_text(path, text: str) -> Path:
@@ -108,9 +116,10 @@ def atomic_path(path):
         if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) != mode:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _name_the_file(exc, path)
         raise
 
 

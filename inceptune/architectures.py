@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from inceptune.choices import PREPROCESS_MODES
 from inceptune.errors import ModelLoadError, closest
 from inceptune.models import load_model
 
@@ -35,6 +36,7 @@ __all__ = [
     "ArchSpec",
     "ARCHITECTURES",
     "load_backbone",
+    "check_backbone",
     "block_map",
     "BlockMap",
     "preprocessing_layer",
@@ -264,6 +266,45 @@ def _weights_arg(weights) -> object:
     return str(path)
 
 
+def check_backbone(name, image_size: int | None = None, weights=None) -> None:
+    """Checks a backbone name, an image size and a weights path without building anything (no Keras import).
+
+    The checks `load_backbone` makes before it builds, so that `train` and `cv` can make them before the data scan
+    (seconds to minutes on a large folder): the name is one of `ARCHITECTURES`, a `keras.applications` name or an
+    existing `.keras` file; the size is at least the architecture's minimum; a weights file exists.
+
+    Raises:
+        ModelLoadError: with `.key` "backbone", "image_size" or "weights" (the `model.` key of the recipe).
+    """
+    text = str(name)
+    if text.endswith(".keras"):
+        if not Path(text).expanduser().is_file():
+            raise ModelLoadError(f"backbone file {text!r} does not exist; expected a saved .keras model, a name in "
+                                 "`inceptune backbones` or a keras.applications name.", key="backbone")
+        return
+    spec = ARCHITECTURES.get(text)
+    if spec is None:
+        key = text.replace("_", "").lower()
+        if not any(fn.lower() == key for fn in application_names()):
+            near = closest(text, list(ARCHITECTURES) + application_names())
+            raise ModelLoadError(
+                f"unknown backbone {text!r}. Allowed: {', '.join(ARCHITECTURES)}, any keras.applications name "
+                f"(`inceptune backbones` lists them) or a .keras file."
+                + (f" Did you mean {', '.join(near)}?" if near else ""), key="backbone")
+    min_size, default_size = (spec.min_size, spec.default_size) if spec else (32, 224)
+    size = int(image_size or default_size)
+    if size < min_size:
+        raise ModelLoadError(
+            f"image_size {size} is too small for backbone {text!r}: its minimum is {min_size}×{min_size}. "
+            f"Received: image_size={image_size}. HINT: use image_size >= {min_size} (default {default_size}).",
+            key="image_size")
+    if weights is not None:
+        try:
+            _weights_arg(weights)
+        except ModelLoadError as exc:
+            raise ModelLoadError(str(exc), key="weights") from exc
+
+
 def load_backbone(name: str, weights="imagenet", image_size: int | None = None) -> keras.Model:
     """Builds a backbone without its classification top.
 
@@ -284,24 +325,14 @@ def load_backbone(name: str, weights="imagenet", image_size: int | None = None) 
     """
     if isinstance(name, (str, os.PathLike)) and str(name).endswith(".keras"):
         return load_model(name)  # a saved model: loaded in safe mode
+    check_backbone(name, image_size)
     spec = ARCHITECTURES.get(name)
     builder = spec.builder if spec else None
-    min_size, default_size = (spec.min_size, spec.default_size) if spec else (32, 224)
+    default_size = spec.default_size if spec else 224
     if spec is None:
         fn_name, fn = _application(str(name))
-        if fn is None:
-            choices = list(ARCHITECTURES) + application_names()
-            near = closest(str(name), choices)
-            raise ModelLoadError(
-                f"unknown backbone {name!r}. Allowed: {', '.join(ARCHITECTURES)}, any keras.applications name "
-                f"(`inceptune backbones` lists them) or a .keras file."
-                + (f" Did you mean {', '.join(near)}?" if near else ""))
         builder = lambda weights, input_shape: fn(weights=weights, include_top=False, input_shape=input_shape)  # noqa: E731
     size = int(image_size or default_size)
-    if size < min_size:
-        raise ModelLoadError(
-            f"image_size {size} is too small for backbone {name!r}: its minimum is {min_size}×{min_size}. "
-            f"Received: image_size={image_size}. HINT: use image_size >= {min_size} (default {default_size}).")
     w = _weights_arg(weights)
     try:
         if w not in (None, "imagenet") and spec is not None and spec.name != "inception_mini":
@@ -336,7 +367,14 @@ def detect_architecture(model) -> ArchSpec | None:
     for spec in ARCHITECTURES.values():
         if spec.signature and all(s in names for s in spec.signature):
             return spec
-    return None
+    # A backbone cut at a block (`model.cut`) keeps the first 2+ layers of its signature and none of the rest:
+    # the architecture whose signature it keeps the largest share of wins.
+    best, share = None, 0.0
+    for spec in ARCHITECTURES.values():
+        kept = next((i for i, s in enumerate(spec.signature) if s not in names), len(spec.signature))
+        if kept >= 2 and not any(s in names for s in spec.signature[kept:]) and kept / len(spec.signature) > share:
+            best, share = spec, kept / len(spec.signature)
+    return best
 
 
 # === block maps ===
@@ -488,7 +526,7 @@ def preprocessing_layer(mode: str, name: str = PREPROCESS_LAYER) -> keras.layers
     """A stock Keras layer that maps raw 0–255 RGB pixels to what a backbone expects.
 
     Args:
-        mode: "tf", "torch", "caffe" or "none" (see `ArchSpec.preprocess`).
+        mode: "tf", "torch", "caffe", "none" (see `ArchSpec.preprocess`) or "unit" (x/255).
         name: layer name. Defaults to "preprocess".
 
     Returns:
@@ -511,8 +549,11 @@ def preprocessing_layer(mode: str, name: str = PREPROCESS_LAYER) -> keras.layers
                               bias_initializer=keras.initializers.Constant(-_CAFFE_MEAN_BGR))
     elif mode == "none":
         layer = layers.Rescaling(1.0, name=name)
+    elif mode == "unit":  # x/255, ImageDataGenerator(rescale=1./255): for weights trained on 0-1 inputs
+        layer = layers.Rescaling(1.0 / 255.0, name=name)
     else:
-        raise ModelLoadError(f"unknown preprocessing mode {mode!r}. Allowed: tf, torch, caffe, none.")
+        raise ModelLoadError(f"unknown preprocessing mode {mode!r}. Allowed: {', '.join(PREPROCESS_MODES)}. "
+                             "HINT: use the scaling the weights were trained with (tf for the Keras Inceptions).")
     layer.trainable = False
     return layer
 

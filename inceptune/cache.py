@@ -24,9 +24,11 @@ of a fresh draw each epoch) for speed; the validation split is never augmented.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from inceptune._io import atomic_write_json
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (entries are still renamed into place whole)
+    fcntl = None
 from inceptune.data import load_image
 from inceptune.inference import compiled_forward
 from inceptune.progress import Bar
@@ -41,7 +48,7 @@ from inceptune.progress import Bar
 # graph, freezing and selectors import Keras at module level: they are imported inside the functions that use
 # them, so that importing this module stays light.
 
-__all__ = ["find_cut", "CacheContext", "cache_root", "suffix_model", "extract_features"]
+__all__ = ["find_cut", "CacheContext", "cache_root", "suffix_model", "extract_features", "entry_lock"]
 
 # A cut must leave at least this share of the layers with weights upstream, or caching costs more (feature
 # maps near the input are large) than it saves.
@@ -228,6 +235,34 @@ def _prefix_fingerprint(model, cut: Cut) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def entry_lock(folder: Path, *, wait: bool = True):
+    """Holds an exclusive lock on the cache entry `folder` (a `flock` on `<folder>.lock`), so that of several
+    runs sharing a cache folder exactly one computes an entry while the others wait, then read it.
+
+    Yields True when the lock is held; with `wait=False`, False at once when another process holds it. Where
+    `fcntl` does not exist (Windows) it yields True without locking: entries still appear whole (renamed into
+    place), at worst computed twice.
+    """
+    if fcntl is None:
+        yield True
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder.with_name(folder.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def _memory_budget_bytes(cfg) -> int:
     if cfg.memory_budget_mb:
         return int(float(cfg.memory_budget_mb) * 2**20)
@@ -256,6 +291,9 @@ class _StageFitter:
         self.suffix = None
         self.jit = False
         self.features: dict = {}
+        from inceptune.regularize import needs_soft_labels
+
+        self.soft = needs_soft_labels(stage, ctx.data_cfg)
         if self.active and ctx.augment_on and ctx.views <= 1:
             self.active = False
             self.reason = ("augmentation is on, so features differ every epoch: not cached. HINT: set "
@@ -266,17 +304,22 @@ class _StageFitter:
             return
         import tensorflow as tf
 
+        from inceptune.training.model import stage_loss
+
         ctx = self.ctx
         self.features = ctx.features(self.model, self.cut, self.si)
+        # label smoothing and mixup train on one-hot targets (regularize.py); the loss is the stage's
+        self.train_y = ctx.targets(ctx.train_y, self.soft)
         # validation features never change within the stage: convert them once, not every epoch
-        self.val = ((np.asarray(self.features["val"], dtype="float32"), ctx.val_y) if "val" in self.features
-                    else None)
+        self.val = ((np.asarray(self.features["val"], dtype="float32"), ctx.targets(ctx.val_y, self.soft))
+                    if "val" in self.features else None)
         suffix = suffix_model(self.model, self.cut)
-        suffix.compile(optimizer=self.model.optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        loss, metrics = stage_loss(self.stage, self.soft)
+        suffix.compile(optimizer=self.model.optimizer, loss=loss, metrics=metrics)
         # build the loss and metric state eagerly (variables cannot be created inside the compiled steps); the
         # optimizer is already built on the full model's variables by the trainer
         one = np.asarray(self.features["train"][0][:1], dtype="float32")
-        suffix.test_step((one, ctx.train_y[:1]))
+        suffix.test_step((one, self.train_y[:1]))
         suffix.reset_metrics()
         self.suffix = suffix
         # XLA fuses the suffix's many small ops: measured 2-3x faster steps for InceptionV3's mixed9-10 at 150 px
@@ -306,36 +349,57 @@ class _StageFitter:
         import keras
 
         self._prepare()
-        ctx, suffix = self.ctx, self.suffix
-        view = epoch % max(len(self.features["train"]), 1)
-        feats = self.features["train"][view]
-        order = ctx.data.epoch_order("train", seed=seed, balance=ctx.balance)
-        y = ctx.train_y[order]
-        weights = None
-        if ctx.balance == "class-weight":
-            cw = ctx.data.class_weight()
-            weights = np.array([cw[int(c)] for c in y], dtype="float32")
+        suffix = self.suffix
         cbs = keras.callbacks.CallbackList(list(callbacks), model=suffix)
         cbs.on_epoch_begin(epoch)
         suffix.reset_metrics()
         result = None
-        for step, i in enumerate(range(0, len(order), batch_size)):
+        for step, batch in enumerate(self.batches(epoch, seed, batch_size)):
             cbs.on_train_batch_begin(step)
-            rows = order[i:i + batch_size]
-            batch = (np.asarray(feats[rows], dtype="float32"), y[i:i + batch_size])
-            if weights is not None:
-                batch += (weights[i:i + batch_size],)
-            result = (self._full_step if len(rows) == batch_size else self._rest_step)(*batch)
+            result = self.step(batch, batch_size)
             cbs.on_train_batch_end(step)
         logs = {k: float(v) for k, v in (result or suffix.get_metrics_result()).items()}
-        if self.val is not None:
-            suffix.reset_metrics()
-            xv, yv = self.val
-            for i in range(0, len(yv), batch_size):
-                result = self._test_step(xv[i:i + batch_size], yv[i:i + batch_size])
-            logs.update({f"val_{k}": float(v) for k, v in result.items()})
+        logs.update({f"val_{k}": v for k, v in self.validate(batch_size).items()})
         cbs.on_epoch_end(epoch, logs)
         return logs
+
+    def batches(self, epoch: int, seed: int, batch_size: int):
+        """The training batches of one epoch on the cached features, in the image pipeline's order: (features,
+        targets[, sample weights]), mixed at the cut when `data.mixup` is on (`regularize.mix_features`)."""
+        from inceptune.regularize import mix_features
+
+        self._prepare()
+        ctx = self.ctx
+        view = epoch % max(len(self.features["train"]), 1)
+        feats = self.features["train"][view]
+        order = ctx.data.epoch_order("train", seed=seed, balance=ctx.balance)
+        y = self.train_y[order]
+        weights = None
+        if ctx.balance == "class-weight":
+            cw = ctx.data.class_weight()
+            weights = np.array([cw[int(c)] for c in ctx.train_y[order]], dtype="float32")
+        for step, i in enumerate(range(0, len(order), batch_size)):
+            x = np.asarray(feats[order[i:i + batch_size]], dtype="float32")
+            w = None if weights is None else weights[i:i + batch_size]
+            yield mix_features(x, y[i:i + batch_size], seed, step, ctx.mixup, w)
+
+    def step(self, batch, batch_size: int) -> dict:
+        """One optimizer step of the suffix on one batch; returns its metrics (running means since the last
+        `suffix.reset_metrics()`)."""
+        self._prepare()
+        return (self._full_step if len(batch[0]) == batch_size else self._rest_step)(*batch)
+
+    def validate(self, batch_size: int) -> dict:
+        """Loss and metrics of the suffix on the cached validation features ({} without a validation split)."""
+        self._prepare()
+        if self.val is None:
+            return {}
+        self.suffix.reset_metrics()
+        xv, yv = self.val
+        result = {}
+        for i in range(0, len(yv), batch_size):
+            result = self._test_step(xv[i:i + batch_size], yv[i:i + batch_size])
+        return {k: float(v) for k, v in result.items()}
 
 
 class CacheContext:
@@ -358,6 +422,8 @@ class CacheContext:
         self.views = cfg.views if self.augment_on else 1
         self.balance = recipe.data.balance
         self.batch_size = recipe.data.batch_size
+        self.data_cfg = recipe.data
+        self.mixup = getattr(recipe.data, "mixup", None)  # mixup at the cut (regularize.py); cutmix needs images
         self.train_y = data.label_ids("train")
         self.val_y = data.label_ids("val") if data.paths("val") else None
         self.test_n = len(data.paths("test"))
@@ -370,6 +436,12 @@ class CacheContext:
         h = hashlib.sha256()
         _hash_update_json(h, [[r["path"], r.get("hash"), r["split"], r["label"]] for r in data.rows])
         self.manifest_hash = h.hexdigest()
+
+    def targets(self, ids, soft: bool):
+        """Class ids as the stage's loss wants them: as they are, or one-hot float32 (`soft`)."""
+        if ids is None or not soft:
+            return ids
+        return np.eye(self.data.num_classes, dtype="float32")[np.asarray(ids, dtype="int64")]
 
     def fitter(self, stage, stage_index: int, model, bmap=None) -> _StageFitter:
         return _StageFitter(self, stage, stage_index, model, find_cut(model))
@@ -426,15 +498,57 @@ class CacheContext:
         splits = ["train"] + (["val"] if self.val_y is not None else [])
         folder = cache_root() / self.key(model, cut)
         if (folder / "meta.json").exists():
-            self.hits += 1
-            self.log(f"    cache hit: {folder} ({cut.layer})")
-            return self._load(folder, splits)
+            return self._hit(folder, cut, splits)
+        with entry_lock(folder):
+            if (folder / "meta.json").exists():  # another run filled it while this one waited for the lock
+                return self._hit(folder, cut, splits)
+            with contextlib.ExitStack() as held:
+                # later stages' cuts that the same pass can fill: each under its own lock, taken without waiting
+                # (a run holding one fills it itself), so two runs never wait on each other in a circle
+                extras = []
+                for c in self._extras(stage_index, cut):
+                    f = cache_root() / self.key(model, c)
+                    if not (f / "meta.json").exists() and held.enter_context(entry_lock(f, wait=False)) \
+                            and not (f / "meta.json").exists():
+                        extras.append(c)
+                self._fill(model, [cut, *extras])
+        return self._load(folder, splits)
+
+    def _hit(self, folder: Path, cut: Cut, splits) -> dict:
+        self.hits += 1
+        self.log(f"    cache hit: {folder} ({cut.layer})")
+        return self._load(folder, splits)
+
+    def _fill(self, model, cuts: list) -> None:
+        """Computes the entries of `cuts` in one pass over the images (the caller holds their locks).
+
+        Each entry is written whole into a staging folder beside it and renamed into place at the end, `meta.json`
+        inside: an entry folder exists complete or not at all, whatever kills the process or whoever else fills
+        the same cache."""
         self.misses += 1
-        cuts = [cut] + [c for c in self._extras(stage_index, cut)
-                        if not (cache_root() / self.key(model, c) / "meta.json").exists()]
-        folders = [cache_root() / self.key(model, c) for c in cuts]
-        for f in folders:
-            f.mkdir(parents=True, exist_ok=True)
+        root = cache_root()
+        finals = [root / self.key(model, c) for c in cuts]
+        folders = [f.with_name(f".{f.name}.{os.getpid()}.partial") for f in finals]
+        for final, f in zip(finals, folders):
+            for stale in root.glob(f".{final.name}.*.partial"):  # left by a killed run (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            if final.exists():  # a folder without meta.json: an older version's interrupted fill
+                shutil.rmtree(final, ignore_errors=True)
+            f.mkdir(parents=True)
+        try:
+            total, seconds = self._compute(model, cuts, folders)
+        except BaseException:
+            for f in folders:
+                shutil.rmtree(f, ignore_errors=True)
+            raise
+        for f, final in zip(folders, finals):
+            os.rename(f, final)  # the whole entry appears at once
+        also = f" (and {', '.join(c.layer for c in cuts[1:])} for later stages)" if len(cuts) > 1 else ""
+        self.log(f"    cache miss: computed {total} feature maps at {cuts[0].layer}{also} in {seconds:.1f}s "
+                 f"({total / max(seconds, 1e-9):.1f} img/s) into {finals[0]}")
+
+    def _compute(self, model, cuts: list, folders: list) -> tuple[int, float]:
+        """One pass of the prefix over the images into `folders` (one per cut). Returns (feature maps, seconds)."""
         import keras
 
         prefix = keras.Model(model.inputs, [model.get_layer(c.layer).output for c in cuts], name=f"{model.name}_prefix")
@@ -469,10 +583,7 @@ class CacheContext:
             meta = {"cut": c.layer, "files": files, "images": total, "seconds": round(seconds, 3),
                     "images_per_second": round(total / max(seconds, 1e-9), 2), "dtype": self.dtype}
             atomic_write_json(f / "meta.json", meta)  # written last: a folder without it is recomputed
-        also = f" (and {', '.join(c.layer for c in cuts[1:])} for later stages)" if len(cuts) > 1 else ""
-        self.log(f"    cache miss: computed {total} feature maps at {cut.layer}{also} in {seconds:.1f}s "
-                 f"({total / max(seconds, 1e-9):.1f} img/s) into {folder}")
-        return self._load(folder, splits)
+        return total, seconds
 
     def predict(self, model, split: str = "test", batch_size: int = 64):
         """`model`'s outputs for a split, computed from cached features when a planned cut's stored prefix is

@@ -10,8 +10,15 @@ place and in the code that implements it. Every name here is public.
 OPTIMIZERS = ("adam", "adamw", "sgd")  # training.model.make_optimizer
 SCHEDULES = ("constant", "cosine", "exponential")  # schedules.lr_at
 BATCHNORM_POLICIES = ("frozen", "follow", "train")  # freezing.apply_trainable (DESIGN.md §4)
+# Input scaling put at the model's input (architectures.preprocessing_layer): tf = x/127.5 - 1, torch = ImageNet
+# mean/std, caffe = BGR minus ImageNet means, none = raw 0-255, unit = x/255 (the seeds' `rescale=1./255`).
+PREPROCESS_MODES = ("tf", "torch", "caffe", "none", "unit")
 POOLINGS = ("avg", "max", "flatten")  # heads.add_head
 MERGES = ("add", "concat")  # surgery.add_skip
+CALIBRATION_METHODS = ("temperature", "none")  # `calibrate:`, calibration.fit_temperature (after training)
+# `precision:` Keras mixed-precision policies (training.model.precision_policy); the head's output stays float32.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LABEL_SMOOTHING_MAX = 0.3  # `stages[i].label_smoothing` in [0, 0.3]: more flattens the targets past usefulness
 # Block name -> keyword arguments its function in `inceptune.blocks` accepts (besides the input and `name`).
 INSERT_BLOCKS = {
     "residual_inception": ("filters", "out_channels", "scale", "activation", "zero_init"),
@@ -54,3 +61,8 @@ AUGMENT_PRESETS = {
 }
 
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")  # the geometric ops' `fill_mode`
+
+# === test-time augmentation (`--tta`, tta.parse_tta) ===
+
+TTA_WORDS = ("none", "flip", "crops")  # joined with "+" (flip+crops); a whole number K means K crops
+TTA_MAX_CROPS = 10  # the full image, the centre, 4 corners and 4 edge midpoints

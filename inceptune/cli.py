@@ -7,6 +7,7 @@ interrupted, 141 stdout closed early (`| head`). Errors print one paragraph to s
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -75,6 +76,13 @@ def _cmd_inspect(args) -> int:
     if args.freeze is not None:
         selectors.parse(args.freeze)  # syntax errors before the (slow) model build
     model = _load_for_inspect(args.model, args.weights, args.image_size)
+    if args.cut is not None:
+        from inceptune.cut import cut_backbone
+
+        full = model.count_params()
+        model = cut_backbone(model, args.cut, key="--cut")
+        print(f"cut at {args.cut!r}: {len(model.layers)} layers and {model.count_params():,} of {full:,} "
+              "parameters remain")
     if args.freeze is not None:
         rep = freezing.freeze(model, args.freeze, batchnorm=args.batchnorm)
     elif args.train is not None:
@@ -110,6 +118,18 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_lr_find(args) -> int:
+    from inceptune.lr_range import lr_find
+
+    if args.recipe is None and args.from_run is None:
+        raise _usage("lr-find needs a RECIPE (or --from RUN to use the run's recipe.yaml)", "lr-find")
+    result = lr_find(args.recipe, args.stage, from_run=args.from_run, out=args.out, overrides=args.set,
+                     start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, verbose=not args.quiet)
+    print(result.summary())
+    print(f"wrote {result.png_path} and {result.csv_path}")
+    return 0
+
+
 def _cmd_recipe_init(args) -> int:
     from inceptune.recipe import starter_recipe
 
@@ -136,7 +156,7 @@ def _cmd_data_summary(args) -> int:
 def _cmd_predict(args) -> int:
     from inceptune.prediction import predict
 
-    result = predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size)
+    result = predict(args.model, args.inputs, top_k=args.top_k, batch_size=args.batch_size, tta=args.tta)
     for path, reason in result.skipped:
         _print_error("skipped", f"{path}: {reason}")
     if args.json:
@@ -159,7 +179,7 @@ def _cmd_predict(args) -> int:
 def _cmd_evaluate(args) -> int:
     from inceptune.evaluate import evaluate_data, format_evaluation
 
-    ev = evaluate_data(args.model, args.data, args.out, batch_size=args.batch_size, split=args.split,
+    ev = evaluate_data(args.model, args.data, args.out, batch_size=args.batch_size, split=args.split, tta=args.tta,
                        force=args.force, progress=not args.quiet)
     for path, reason in ev.skipped:
         _print_error("skipped", f"{path}: {reason}")
@@ -248,6 +268,29 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+# Errors of the file system that the user can fix (a folder they chose, a full disk): exit code 2, one paragraph.
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exhausted",
+                 errno.EFBIG: "the file would exceed the file size limit", errno.EROFS: "the file system is read-only",
+                 errno.ENOTDIR: "a part of the path is a file, not a folder"}
+_ACCESS_ERRNOS = (errno.EACCES, errno.EPERM)
+
+
+def _os_error_text(exc: OSError) -> str | None:
+    """The message of a file-system error the user can fix, or None for any other OSError."""
+    where = exc.filename or "a file"
+    done = ("Files inceptune had already written are complete (every write is atomic); a run that had not "
+            "completed an epoch was removed, a later one can be continued with --resume.")
+    if exc.errno in _WRITE_ERRNOS:
+        hint = ("free space on that disk, or choose an --out folder on another one (the feature cache follows "
+                "INCEPTUNE_CACHE_DIR)" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                else "choose an --out folder you can write to")
+        return f"cannot write {where}: {_WRITE_ERRNOS[exc.errno]} ({exc.strerror}). {done} HINT: {hint}."
+    if exc.errno in _ACCESS_ERRNOS:
+        return (f"permission denied: {where} ({exc.strerror}). {done} HINT: check the permissions of the files you "
+                "pass, and choose an --out folder you can write to.")
+    return None
+
+
 def _usage(text: str, command: str):
     """A usage error of `inceptune COMMAND` (e.g. "train", "data summary"), pointing at that command's help."""
     return InceptuneError(f"{text}. HINT: run `inceptune {command} --help` for the options.")
@@ -260,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="inceptune",
         description="Transfer learning with Inception-family classifiers on Keras 3.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--trust-model", action="store_true",
+                        help="load .keras files with Keras's safe mode off (only files you trust: a Lambda layer "
+                             "runs its Python code on load)")
     parser.add_argument("--version", action="version", version=f"inceptune {__version__}")
     sub = _subcommands(parser, "command", metavar="COMMAND")
     for add in (_add_model_commands, _add_data_commands, _add_training_commands, _add_inference_commands,
@@ -290,6 +336,7 @@ def _add_model_commands(sub) -> None:
     g.add_argument("--train", metavar="SELECTOR", help="train these layers, freeze the rest (e.g. head,from:mixed9)")
     p.add_argument("--batchnorm", default="frozen", choices=("frozen", "follow", "train"),
                    help="BatchNorm policy (default: frozen)")
+    p.add_argument("--cut", metavar="BLOCK", help="drop every layer above this block (as model.cut), e.g. mixed7")
     p.add_argument("--layers", action="store_true", help="also list every layer")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_inspect)
@@ -327,6 +374,20 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress: only the summary table and the run folder")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("lr-find", help="learning-rate range test of one stage (seconds on a cached stage)")
+    p.add_argument("recipe", metavar="RECIPE", nargs="?", help="recipe YAML file (default with --from: the run's)")
+    p.add_argument("--stage", metavar="NAME|N", help="the stage, by name or 0-based number (default: the first)")
+    p.add_argument("--from", dest="from_run", metavar="RUN",
+                   help="start from this run folder's last checkpoint (read only) instead of training the earlier "
+                        "stages first")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
+    p.add_argument("--out", default=".", metavar="DIR", help="folder for lr_find.png and lr_find.csv (default: .)")
+    p.add_argument("--steps", type=int, default=100, help="batches in the sweep (default 100)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--quiet", action="store_true", help="print only the suggestion")
+    p.set_defaults(func=_cmd_lr_find)
+
     p = sub.add_parser("recipe", help="recipe tools: a commented starting recipe, or a recipe resolved")
     rsub = _subcommands(p, "recipe_command")
     q = rsub.add_parser("init", help="print a commented starting recipe (inceptune recipe init > recipe.yaml)")
@@ -336,6 +397,10 @@ def _add_training_commands(sub) -> None:
     q.add_argument("recipe", metavar="RECIPE", help="recipe YAML file")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     q.set_defaults(func=_cmd_recipe_show)
+
+
+_TTA_HELP = ("test-time augmentation: average over flip (mirror), K views (the image and K-1 crops), crops (6) or "
+             "flip+crops; never flip for digits, text or anything with handedness (default: none)")
 
 
 def _add_inference_commands(sub) -> None:
@@ -348,6 +413,7 @@ def _add_inference_commands(sub) -> None:
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="with a CSV that has a split column: only this split (e.g. test of a manifest.csv)")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    p.add_argument("--tta", metavar="T", help=_TTA_HELP)
     p.add_argument("--force", action="store_true", help="write into an existing non-empty --out folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
@@ -357,6 +423,7 @@ def _add_inference_commands(sub) -> None:
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files and folders (scanned recursively)")
     p.add_argument("--top-k", type=int, default=1, help="classes per image (default 1)")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
+    p.add_argument("--tta", metavar="T", help=_TTA_HELP)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="print JSON")
     g.add_argument("--csv", action="store_true", help="print CSV: path,label_1,probability_1,...")
@@ -394,15 +461,18 @@ def main(argv=None) -> int:
     """Runs the CLI; returns the exit code."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv  # accepted anywhere on the line
-    argv = [a for a in argv if a != "--debug"]
+    debug, trust = "--debug" in argv, "--trust-model" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a not in ("--debug", "--trust-model")]
     try:
         args = parser.parse_args(argv)
         args.debug = debug
     except SystemExit as exc:  # argparse: 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     try:
-        return int(args.func(args) or 0)
+        from inceptune.models import trusted_models
+
+        with trusted_models(trust):
+            return int(args.func(args) or 0)
     except InceptuneError as exc:
         if args.debug:
             traceback.print_exc()
@@ -414,6 +484,16 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader of stdout went away (`inceptune backbones | head`): nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by it
+    except OSError as exc:
+        if args.debug:
+            traceback.print_exc()
+        text = _os_error_text(exc)
+        if text is None:
+            _print_error("unexpected error", f"{type(exc).__name__}: {exc}. This is a bug or an environment problem; "
+                         "run the same command with --debug for the traceback.")
+            return 1
+        _print_error("error", text)
+        return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence of the CLI
         if args.debug:
             traceback.print_exc()

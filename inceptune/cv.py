@@ -210,13 +210,14 @@ def cross_validate(recipe, folds: int, out=None, overrides: Sequence[str] = (), 
         RecipeError: the recipe is invalid. DataError: a class has fewer than K train+val images.
         InceptuneError: ``out`` exists and is not empty (without ``force``).
     """
-    from inceptune.training import resolve_image_size, train  # imports Keras: cv (and the CLI) stay light
+    from inceptune.training import check_model_section, resolve_image_size, train  # imports Keras: cv stays light
 
     if not isinstance(folds, (int, np.integer)) or isinstance(folds, bool) or folds < 2:
         raise InceptuneError(f"cv: --folds must be an integer >= 2, received folds={folds!r}.")
     source = recipe
     if not isinstance(recipe, Recipe) or overrides:
         recipe = load_recipe(recipe, list(overrides))
+    check_model_section(recipe)  # before the output folder and the data scan
     if out is None:
         stem = Path(os.fspath(source)).stem if isinstance(source, (str, os.PathLike)) else "recipe"
         out = Path("runs") / f"{stem}-cv-{time.strftime('%Y%m%d-%H%M%S')}"

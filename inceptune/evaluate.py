@@ -66,12 +66,13 @@ import numpy as np
 
 from inceptune import data as _data
 from inceptune._io import atomic_write_text
+from inceptune.calibration import apply_temperature, calibration_summary, model_temperature
 from inceptune.data.prepared import write_skipped
 from inceptune.errors import DataError, InceptuneError, closest
-from inceptune.inference import predict_proba
 from inceptune.progress import Bar
 from inceptune.models import input_size, model_labels, resolve_model, run_resize
 from inceptune.report import write_report
+from inceptune.tta import parse_tta, tta_proba
 
 __all__ = [
     "ECE_BINS",
@@ -563,6 +564,7 @@ def evaluate_data(
     allow_outside: bool = True,
     force: bool = False,
     progress: bool = True,
+    tta=None,
 ) -> Evaluation:
     """Evaluates a model on a labelled folder or CSV and writes ``metrics.json`` and ``report.html``.
 
@@ -584,6 +586,9 @@ def evaluate_data(
             the files a CSV lists, and a run's ``manifest.csv`` lists absolute paths.
         force: bool. Write into an existing non-empty ``out``. Defaults to False.
         progress: bool. Progress bar while validating large folders. Defaults to True.
+        tta: str, TTA or None. Test-time augmentation (``flip``, ``K`` crops, ``flip+crops``; ``inceptune.tta``):
+            the metrics are those of the averaged probabilities, and ``metrics["tta"]`` records the spec and the
+            accuracy, ECE and log loss without it. Defaults to None.
 
     Returns:
         Evaluation.
@@ -594,6 +599,7 @@ def evaluate_data(
     """
     if batch_size < 1:
         raise InceptuneError(f"evaluate: batch_size must be >= 1, received batch_size={batch_size}.")
+    plan = parse_tta(tta)
     model, class_names, run_dir, out = _model_and_out(model_or_path, labels, out, source)
     source = os.path.abspath(os.fspath(source))
 
@@ -609,12 +615,15 @@ def evaluate_data(
 
     size = input_size(model, None)
     resize = resize or run_resize(run_dir)
-    with Bar(len(paths), f"evaluating {len(paths)} images", show=progress) as bar:
-        probs = predict_proba(model, _data.files_dataset(paths, batch_size=batch_size, image_size=size, resize=resize),
-                              progress=bar.update)
+    views = "" if plan is None else f" x {plan.num_views} views ({plan.spec})"
+    with Bar(len(paths), f"evaluating {len(paths)} images{views}", show=progress) as bar:
+        probs, view_probs = tta_proba(model, _data.files_dataset(paths, batch_size=batch_size, image_size=size,
+                                                                 resize=resize), plan, progress=bar.update,
+                                      return_views=True)
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore", UserWarning)  # the same text lands in metrics["warnings"]
         metrics = compute_metrics(y_true, probs, class_names, paths=paths)
+    _add_tta_and_temperature(metrics, y_true, view_probs, plan, model)
 
     out.mkdir(parents=True, exist_ok=True)
     write_metrics(metrics, out / "metrics.json")
@@ -627,6 +636,29 @@ def evaluate_data(
         write_report(out, metrics=metrics, history_csv=history, recipe=recipe, manifest_rows=rows,
                      skipped=skipped, warnings=warns, title=f"inceptune evaluation on {Path(source).name}")
     return Evaluation(dir=out, metrics=metrics, skipped=skipped, warnings=warns, source=source)
+
+
+def _add_tta_and_temperature(metrics: dict, y_true, view_probs, plan, model) -> None:
+    """`metrics["tta"]` (the scores without TTA: view 0 is the image itself) and, for a model with a temperature
+    built in, `metrics["temperature_scaling"]` (the scores of the same model without it)."""
+    if plan is not None:
+        plain = view_probs[:, 0]
+        metrics["tta"] = {"transforms": plan.spec, "views": plan.num_views,
+                          "accuracy_without": float(np.mean(plain.argmax(1) == y_true)),
+                          "ece_without": expected_calibration_error(y_true, plain),
+                          "log_loss_without": _log_loss(y_true, plain)}
+    temperature = model_temperature(model)
+    if temperature is not None and len(y_true):
+        raw = np.stack([apply_temperature(view_probs[:, v], 1.0 / temperature) for v in range(view_probs.shape[1])],
+                       axis=1).mean(axis=1)
+        final = view_probs.mean(axis=1)
+        metrics["temperature_scaling"] = calibration_summary(y_true, raw, final, temperature)
+
+
+def _log_loss(y_true, probs) -> float:
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(y_true, np.clip(probs, 1e-15, 1), labels=list(range(probs.shape[1]))))
 
 
 def _model_and_out(model_or_path, labels, out, source):
@@ -662,6 +694,17 @@ def format_evaluation(ev: Evaluation) -> str:
         f"evaluated {m['num_samples']} images of {ev.source}" + (f" ({len(ev.skipped)} skipped)" if ev.skipped else ""),
         f"accuracy {m['accuracy']:.4f}   balanced accuracy {m['balanced_accuracy']:.4f}   "
         f"macro F1 {m['macro_avg']['f1']:.4f}   log loss {m['log_loss']:.4f}",
+    ]
+    if m.get("tta"):
+        t = m["tta"]
+        lines.append(f"test-time augmentation {t['transforms']} ({t['views']} views): accuracy {m['accuracy']:.4f}, "
+                     f"without it {t['accuracy_without']:.4f}")
+    if m.get("temperature_scaling"):
+        ts = m["temperature_scaling"]
+        lines.append(f"temperature {ts['temperature']:.3f} (in the model): ECE {ts['ece_before']:.4f} without it, "
+                     f"{ts['ece_after']:.4f} with it; log loss {ts['log_loss_before']:.4f} -> "
+                     f"{ts['log_loss_after']:.4f}")
+    lines += [
         "",
         f"{'class':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}",
     ]

@@ -21,6 +21,7 @@ import numpy as np
 from inceptune.architectures import PREPROCESS_LAYER, BlockMap, block_map
 from inceptune.choices import BATCHNORM_POLICIES
 from inceptune.errors import SelectorError
+from inceptune.footguns import freeze_warnings, warn_all
 from inceptune.selectors import resolve
 
 __all__ = ["freeze", "unfreeze", "apply_trainable", "FreezeReport", "BlockRow", "BATCHNORM_POLICIES", "report"]
@@ -202,6 +203,9 @@ def freeze(model, selector: str = "all", *, batchnorm: str = "frozen") -> Freeze
     warns: list[str] = []
     frozen = resolve(model, selector, bmap=bmap, warnings_out=warns)
     trainable = {layer.name for layer in model.layers} - frozen
+    found = freeze_warnings(model, selector, trainable, batchnorm=batchnorm, bmap=bmap, verb="freeze")
+    warn_all(found)  # weightless terms, BatchNorm that will update its statistics (docs/from-snippets.md)
+    warns += found
     return apply_trainable(model, trainable, batchnorm=batchnorm, selector=f"freeze {selector}", bmap=bmap,
                            warnings=tuple(warns))
 
@@ -221,5 +225,8 @@ def unfreeze(model, selector: str = "all", *, batchnorm: str = "frozen") -> Free
     bmap = block_map(model)
     warns: list[str] = []
     trainable = resolve(model, selector, bmap=bmap, warnings_out=warns)
+    found = freeze_warnings(model, selector, trainable, batchnorm=batchnorm, bmap=bmap, verb="unfreeze")
+    warn_all(found)  # ... and an unfreeze of layers that are trainable already
+    warns += found
     return apply_trainable(model, trainable, batchnorm=batchnorm, selector=f"train {selector}", bmap=bmap,
                            warnings=tuple(warns))

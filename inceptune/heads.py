@@ -14,8 +14,9 @@ from keras import layers
 
 from inceptune import graph as _graph
 from inceptune.architectures import PREPROCESS_LAYER, preprocess_mode, preprocessing_layer
-from inceptune.choices import POOLINGS
+from inceptune.choices import POOLINGS, PREPROCESS_MODES
 from inceptune.errors import InceptuneError
+from inceptune.footguns import watch_inputs
 
 __all__ = ["HeadSpec", "head_spec", "add_head", "build_classifier"]
 
@@ -63,20 +64,33 @@ def head_spec(head) -> HeadSpec:
     return spec
 
 
+def _pool(x, pooling: str, name: str):
+    if len(x.shape) != 4:
+        return x
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name=name)(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name=name)(x)
+    return layers.Flatten(name=name)(x)
+
+
 def add_head(x, num_classes: int, head=None):
     """Appends a classification head to feature map `x`; every layer is named `head_*`.
+
+    Args:
+        x: a feature-map tensor, or a dict block name -> tensor (multi-level features, `model.features`): each
+            is pooled (`head_pool_<block>`) and the vectors are concatenated in the dict's order (`head_features`).
+        num_classes: int. head: HeadSpec, dict or None.
 
     Returns:
         The output tensor (class probabilities with the default softmax).
     """
     spec = head_spec(head)
-    if len(x.shape) == 4:
-        if spec.pooling == "avg":
-            x = layers.GlobalAveragePooling2D(name="head_pool")(x)
-        elif spec.pooling == "max":
-            x = layers.GlobalMaxPooling2D(name="head_pool")(x)
-        else:
-            x = layers.Flatten(name="head_pool")(x)
+    if isinstance(x, dict):
+        pooled = [_pool(t, spec.pooling, f"head_pool_{name}") for name, t in x.items()]
+        x = pooled[0] if len(pooled) == 1 else layers.Concatenate(axis=-1, name="head_features")(pooled)
+    else:
+        x = _pool(x, spec.pooling, "head_pool")
     if spec.dropout:
         x = layers.Dropout(spec.dropout, name="head_dropout")(x)
     for i, units in enumerate(spec.dense):
@@ -87,7 +101,7 @@ def add_head(x, num_classes: int, head=None):
 
 
 def build_classifier(backbone, num_classes: int, head=None, *, preprocess: str | None = None,
-                     name: str | None = None) -> keras.Model:
+                     name: str | None = None, features=None, check_inputs: bool = True) -> keras.Model:
     """Builds one flat functional classifier: raw pixels → preprocessing → backbone layers → head.
 
     Args:
@@ -95,20 +109,40 @@ def build_classifier(backbone, num_classes: int, head=None, *, preprocess: str |
             and trainable flags are copied; the backbone object itself is not modified or shared.
         num_classes: int. Number of classes (>= 2).
         head: HeadSpec, dict or None. Defaults to `HeadSpec()` (global average pooling → softmax).
-        preprocess: "tf", "torch", "caffe" or "none". Defaults to the backbone architecture's own mode; when the
-            backbone already has a `preprocess` layer none is added.
+        preprocess: "tf" (x/127.5 - 1), "torch" (ImageNet mean/std), "caffe" (BGR minus ImageNet means), "none"
+            (raw 0-255) or "unit" (x/255, the tutorials' `rescale=1./255`): the scaling the backbone's weights
+            were trained with. Defaults to the backbone architecture's own mode; when the backbone already has
+            a `preprocess` layer none is added.
         name: model name. Defaults to "<backbone>_classifier".
+        features: list of block (or layer) names, or None. Pool each block's output and concatenate them into
+            the head, in this order (multi-level features, `model.features`); layers that feed none of them are
+            left out. Defaults to None: the backbone's output only.
+        check_inputs: bool. Make `fit`/`predict`/`evaluate` warn (`FootgunWarning`) when their first batch is
+            not raw 0-255 pixels, e.g. images already divided by 255 (`footguns.watch_inputs`). Defaults to True.
 
     Returns:
         A `keras.Model` taking float32 0–255 RGB images.
     """
     if int(num_classes) < 2:
         raise InceptuneError(f"a classifier needs at least 2 classes. Received: num_classes={num_classes}.")
+    if preprocess is not None and preprocess not in PREPROCESS_MODES:
+        raise InceptuneError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)} (or None for the backbone's "
+                             f"own). Received: preprocess={preprocess!r}. HINT: use the input scaling the weights "
+                             "were trained with; 'unit' is x/255 (rescale=1./255).", key="model.preprocess")
     has_pre = any(layer.name == PREPROCESS_LAYER for layer in backbone.layers)
     mode = preprocess or preprocess_mode(backbone)
     inputs = keras.Input(shape=tuple(backbone.inputs[0].shape[1:]), name="image")
     input_fn = None if has_pre else (lambda x: preprocessing_layer(mode)(x))
-    return _graph.rebuild(
-        backbone, inputs=inputs, input_fn=input_fn,
-        outputs_fn=lambda out, _: add_head(out, int(num_classes), head),
-        name=name or f"{backbone.name}_classifier")
+    taps = None
+    if features:
+        from inceptune.cut import feature_outputs
+
+        taps = feature_outputs(backbone, list(features), key="features")
+
+    def outputs_fn(out, by_name):
+        return add_head(out if taps is None else {b: by_name[layer] for b, layer in taps.items()}, int(num_classes),
+                        head)
+
+    model = _graph.rebuild(backbone, inputs=inputs, input_fn=input_fn, outputs_fn=outputs_fn,
+                           name=name or f"{backbone.name}_classifier")
+    return watch_inputs(model, mode) if check_inputs else model

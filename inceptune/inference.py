@@ -59,7 +59,7 @@ def compiled_forward(model):
     return fn
 
 
-def predict_proba(model, data, batch_size: int = 32, progress=None) -> np.ndarray:
+def predict_proba(model, data, batch_size: int = 32, progress=None, forward=None) -> np.ndarray:
     """Runs ``model`` in inference mode, batch by batch, through one cached ``tf.function``.
 
     This is the fast path: a compiled call of ``model(x, training=False)`` ran about twice the images per
@@ -73,9 +73,13 @@ def predict_proba(model, data, batch_size: int = 32, progress=None) -> np.ndarra
         batch_size: int. Batch size for arrays and unbatched datasets. Defaults to 32.
         progress: callable or None. Called with the number of images of each batch done (e.g. a
             `progress.Bar`'s `update`). Defaults to None.
+        forward: callable or None. Used instead of ``compiled_forward(model)`` on each batch (test-time
+            augmentation passes one that runs every view through the compiled forward, ``tta.tta_proba``).
+            Defaults to None.
 
     Returns:
-        np.ndarray of float32, shape (N, C). The model outputs (probabilities for a softmax head).
+        np.ndarray of float32, shape (N, C) (or (N, ...) as ``forward`` returns it). The model outputs
+        (probabilities for a softmax head).
 
     Raises:
         DataError: ``batch_size`` < 1, or a dataset of dicts.
@@ -84,7 +88,7 @@ def predict_proba(model, data, batch_size: int = 32, progress=None) -> np.ndarra
 
     if batch_size < 1:
         raise DataError(f"batch_size: expected an integer >= 1, received batch_size={batch_size}.")
-    forward = compiled_forward(model)
+    forward = forward or compiled_forward(model)
     input_rank = len(model.inputs[0].shape) if getattr(model, "inputs", None) else None
     dtype = _input_dtype(model)
     outputs = []

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 from pathlib import Path
@@ -30,18 +32,42 @@ __all__ = [
     "model_labels",
     "resolve_model",
     "run_resize",
+    "trusted_models",
 ]
 
 
 # === Loading ===
 
-def load_model(path, *, compile: bool = False):
+_TRUSTED = contextvars.ContextVar("inceptune_trusted_models", default=False)
+
+
+@contextlib.contextmanager
+def trusted_models(enabled: bool = True):
+    """Within the block, ``load_model`` loads with Keras's safe mode off (the CLI's ``--trust-model``).
+
+    Only for files you trust: a ``Lambda`` layer in a ``.keras`` file runs its Python code when the file loads.
+    Outside the block, and by default, safe mode is on.
+    """
+    token = _TRUSTED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def load_model(path, *, compile: bool = False, safe_mode: bool | None = None):
     """Loads a Keras model from a ``.keras`` file or a run folder, with Keras's safe mode on.
+
+    No pickle is involved: a ``.keras`` file is a zip of JSON (the architecture, read by Keras's deserializer)
+    and HDF5 weights; safe mode refuses the one way such a file can carry code (a ``Lambda`` layer's Python
+    bytecode). Legacy ``.h5`` models, SavedModels and anything else are refused.
 
     Args:
         path: str or Path. A ``.keras`` file, or a run folder holding ``model.keras`` (and ``labels.json``,
             which must then name every output).
         compile: bool. Restore the optimizer and loss too. Defaults to False (inference and evaluation).
+        safe_mode: bool or None. False loads a trusted file whose ``Lambda`` layers hold Python code. Defaults to
+            None: on, unless inside ``trusted_models()``.
 
     Returns:
         keras.Model.
@@ -76,15 +102,17 @@ def load_model(path, *, compile: bool = False):
     elif path.suffix != ".keras":
         raise ModelLoadError(f"load_model: {str(path)!r} cannot be loaded: {_refusal_reason(path.suffix)}")
 
+    safe = (not _TRUSTED.get()) if safe_mode is None else bool(safe_mode)
     try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=compile)
+        model = keras.saving.load_model(path, safe_mode=safe, compile=compile)
     except ValueError as err:
         if "safe_mode" in str(err) or "unsafe" in str(err).lower() or "lambda" in str(err).lower():
             raise ModelLoadError(
                 f"load_model: Keras safe mode refused {str(path)!r}: it holds Python code (a Lambda layer) that "
-                "would run on load. inceptune loads models with safe mode on only. HINT: rebuild the model "
-                "from stock Keras layers, or register the function with keras.saving.register_keras_serializable."
-                f" Keras said: {err}"
+                "would run on load, so it could do anything your account can. inceptune loads models with safe "
+                "mode on. HINT: rebuild the model from stock Keras layers (or register the function with "
+                "keras.saving.register_keras_serializable); only if you trust where the file comes from, pass "
+                "--trust-model (Python: load_model(path, safe_mode=False)) to load it with safe mode off."
             ) from err
         raise ModelLoadError(f"load_model: {str(path)!r} is not a loadable .keras file: {err}") from err
     except Exception as err:  # corrupt zip, missing custom classes, ...

@@ -28,6 +28,7 @@ from inceptune.data import IMAGE_EXTENSIONS, load_image
 from inceptune.errors import DataError, InceptuneError
 from inceptune.inference import predict_proba
 from inceptune.models import input_size, model_labels, resolve_model, run_resize
+from inceptune.tta import parse_tta, tta_proba
 
 __all__ = [
     "Predictions",
@@ -54,12 +55,14 @@ class Predictions:
         skipped: list of (path, reason). Files that do not exist, cannot be decoded, are too small, ...
         labels: list of str. The model's class names, in output order.
         top_k: int. The number of classes in each ``top`` list (``top_k`` capped at the number of classes).
+        tta: str or None. The test-time augmentation the probabilities are averaged over (``flip``, ...), or None.
     """
 
     predictions: list
     skipped: list
     labels: list
     top_k: int
+    tta: str | None = None
 
     def __len__(self) -> int:
         return len(self.predictions)
@@ -85,6 +88,7 @@ class Predictions:
                 for p in self.predictions
             ],
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
+            **({"tta": self.tta} if self.tta else {}),
         }
 
     def to_csv(self) -> str:
@@ -177,6 +181,7 @@ def predict(
     batch_size: int = 32,
     image_size=None,
     resize: str | None = None,
+    tta=None,
 ) -> Predictions:
     """Predicts the top-k classes of image files and folders, batched, skipping (and reporting) bad files.
 
@@ -192,6 +197,9 @@ def predict(
         image_size: int, (height, width) or None. Defaults to None: the model's input size.
         resize: str or None. ``stretch``, ``crop`` or ``pad``. Defaults to None: the run's ``data.resize``
             (its recipe.yaml), else ``stretch``.
+        tta: str, TTA or None. Test-time augmentation: average the probabilities over ``flip``, ``K`` crops or
+            ``flip+crops`` (``inceptune.tta``; mirroring is wrong for digits, text and anything with handedness).
+            Defaults to None: plain prediction.
 
     Returns:
         Predictions. List-like of ``{"path", "top": [(label, probability), ...]}`` for the usable files, in input
@@ -208,6 +216,7 @@ def predict(
         raise InceptuneError(f"predict: top_k must be an integer >= 1, received top_k={top_k!r}.")
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise InceptuneError(f"predict: batch_size must be an integer >= 1, received batch_size={batch_size!r}.")
+    plan = parse_tta(tta)  # a bad spec fails before the model loads
     model, found_labels, run_dir = resolve_model(model_or_path)
     labels = model_labels(model, labels if labels is not None else found_labels)
     size = input_size(model, image_size)
@@ -237,8 +246,11 @@ def predict(
                     images.append(image)
             if not images:
                 continue
-            probs = predict_proba(model, np.stack(images).astype(np.float32), batch_size=batch_size)
+            batch = np.stack(images).astype(np.float32)
+            probs = (predict_proba(model, batch, batch_size=batch_size) if plan is None
+                     else tta_proba(model, batch, plan, batch_size=batch_size))
             order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
             for path, row, idx in zip(good, probs, order):
                 predictions.append({"path": path, "top": [(labels[j], float(row[j])) for j in idx]})
-    return Predictions(predictions=predictions, skipped=skipped, labels=labels, top_k=k)
+    return Predictions(predictions=predictions, skipped=skipped, labels=labels, top_k=k,
+                       tta=None if plan is None else plan.spec)

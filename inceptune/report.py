@@ -129,7 +129,7 @@ def write_report(
 
     body = {
         "summary": _summary_section(metrics, warnings),
-        "training": _training_section(history),
+        "training": _training_section(history) + _toolbox_note(_recipe_dict(recipe)),
         "confusion": _confusion_section(metrics),
         "curves": _curves_section(metrics, labels, y_true, probs),
         "per-class": _per_class_section(metrics),
@@ -247,6 +247,16 @@ def _summary_section(metrics, warnings=None) -> str:
         ("log loss", metrics.get("log_loss")),
         ("expected calibration error (15 bins)", metrics.get("ece")),
     ]
+    ts = metrics.get("temperature_scaling")
+    if ts:  # the metrics above are the calibrated model's; accuracy is the same without it (argmax unchanged)
+        rows += [("temperature (fitted on the validation split)", ts.get("temperature")),
+                 ("expected calibration error without temperature", ts.get("ece_before")),
+                 ("log loss without temperature", ts.get("log_loss_before"))]
+    tta = metrics.get("tta")
+    if tta:
+        rows += [(f"accuracy without test-time augmentation ({tta.get('transforms')}, {tta.get('views')} views; "
+                  "the accuracy above is with it)", tta.get("accuracy_without")),
+                 ("expected calibration error without test-time augmentation", tta.get("ece_without"))]
     table = _table(["metric", "value"], [(name, _fmt(v)) for name, v in rows], numeric_cols=(1,))
     warns = metrics.get("warnings") or []
     if warns:
@@ -382,9 +392,12 @@ def _training_figure(rows):
     stages = [str(row.get("stage", "")) for row in rows]
     x = np.arange(1, len(rows) + 1)
     lr_key = "lr" if "lr" in series else ("learning_rate" if "learning_rate" in series else None)
+    def drawn(key):  # val_ema_* columns are blank in stages without EMA
+        return key in series and bool(np.any(np.isfinite(np.array(series[key], dtype=float))))
+
     panels = [
-        ("loss", [k for k in ("loss", "val_loss") if k in series]),
-        ("accuracy", [k for k in ("accuracy", "val_accuracy") if k in series]),
+        ("loss", [k for k in ("loss", "val_loss", "val_ema_loss") if drawn(k)]),
+        ("accuracy", [k for k in ("accuracy", "val_accuracy", "val_ema_accuracy") if drawn(k)]),
         ("learning rate", [lr_key] if lr_key else []),
     ]
     panels = [(name, keys) for name, keys in panels if keys]
@@ -421,6 +434,41 @@ def _training_figure(rows):
     fig.axes[-1].set_xlabel("epoch (all stages, in order)")
     fig.tight_layout()
     return fig
+
+
+def _toolbox_note(recipe: Mapping | None) -> str:
+    """Which of label smoothing, mixup/CutMix, EMA, gradient clipping and mixed precision were on (issue #18)."""
+    if not recipe:
+        return ""
+
+    def _g(value) -> str:
+        return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+    data = recipe.get("data") or {}
+    on = []
+    for key, name in (("mixup", "mixup"), ("cutmix", "CutMix")):
+        mix = data.get(key)
+        if isinstance(mix, Mapping):
+            on.append(f"{name} (alpha {_g(mix.get('alpha'))}, prob {_g(mix.get('prob'))})")
+    for stage in recipe.get("stages") or []:
+        if not isinstance(stage, Mapping):
+            continue
+        parts = []
+        if stage.get("label_smoothing"):
+            parts.append(f"label smoothing {_g(stage['label_smoothing'])}")
+        if isinstance(stage.get("ema"), Mapping):
+            parts.append(f"EMA decay {_g(stage['ema'].get('decay'))}")
+        if stage.get("clip_norm") is not None:
+            parts.append(f"gradient clipping at norm {_g(stage['clip_norm'])}")
+        if parts:
+            on.append(f"stage {stage.get('name')}: " + ", ".join(parts))
+    if recipe.get("precision") not in (None, "float32"):
+        on.append(f"precision {recipe['precision']}")
+    if not on:
+        return ""
+    note = ("" if not data.get("mixup") else " In stages trained on cached features, mixup mixes the features at "
+            "the cut instead of the pixels (a different regulariser); CutMix needs images.")
+    return f"\n<p>Regularisation and precision: {_e('; '.join(on))}.{_e(note)}</p>"
 
 
 def _confusion_section(metrics) -> str:
@@ -493,8 +541,14 @@ def _curves_section(metrics, labels, y_true, probs) -> str:
         filled = [b for b in bins if b["count"]]
         centers = [(b["lower"] + b["upper"]) / 2 for b in filled]
         width = bins[0]["upper"] - bins[0]["lower"]
+        ts = metrics.get("temperature_scaling") or {}
         ax_cal.bar(centers, [b["accuracy"] for b in filled], width=width * 0.9, color="C0", alpha=0.7,
-                   label="accuracy in bin")
+                   label="accuracy in bin" + (" (with temperature)" if ts else ""))
+        before = [b for b in ts.get("bins_before") or [] if b["count"]]
+        if before:  # reliability before temperature scaling, over the same bins
+            ax_cal.plot([b["confidence"] for b in before], [b["accuracy"] for b in before], "o-", color="C3",
+                        linewidth=1.2, markersize=4,
+                        label=f"without temperature (ECE {ts.get('ece_before', float('nan')):.3f})")
         ax_cal.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="perfect calibration")
         ax_cal.set(xlabel="top-1 confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
                    title=f"reliability (ECE {metrics.get('ece', float('nan')):.3f})")

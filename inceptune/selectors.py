@@ -227,5 +227,8 @@ def select(model, selector: str) -> list:
     Example:
         >>> layers = select(model, "from:mixed9 & !type:BatchNormalization")
     """
+    from inceptune.footguns import empty_terms, warn_all  # footguns builds on this module
+
     names = resolve(model, selector)
+    warn_all(empty_terms(model, selector))  # `name:inception_v3*` on a flat model: a check that checks nothing
     return [layer for layer in model.layers if layer.name in names]

@@ -251,8 +251,8 @@ def test_negative_epochs(images):
 def test_unknown_top_level_key_suggests_the_closest(images):
     d = _minimal(images)
     d["stage"] = d.pop("stages")
-    assert _error(d) == ('stage: unknown key "stage" in the recipe. Allowed keys: data, model, stages, cache, seed. '
-                         'HINT: did you mean "stages"?')
+    assert _error(d) == ('stage: unknown key "stage" in the recipe. Allowed keys: data, model, stages, cache, seed, '
+                         'calibrate. HINT: did you mean "stages"?')
 
 
 def test_unknown_stage_key_suggests_the_closest(images):
@@ -498,8 +498,8 @@ def test_missing_file_empty_file_and_not_a_mapping(tmp_path):
                                               "path; recipes are YAML files such as examples/staged_top_blocks.yaml.")
     assert _error(_write(tmp_path, "# nothing\n")).startswith(f"{tmp_path / 'recipe.yaml'}: the recipe is empty.")
     assert _error(_write(tmp_path, "- a\n- b\n")).startswith(
-        f"{tmp_path / 'recipe.yaml'}: expected a mapping with the keys data, model, stages, cache, seed at the top of "
-        "the recipe, got a list.")
+        f"{tmp_path / 'recipe.yaml'}: expected a mapping with the keys data, model, stages, cache, seed, calibrate at "
+        "the top of the recipe, got a list.")
 
 
 def test_data_section_mistakes_are_checked_like_every_section(tmp_path, images):
@@ -602,7 +602,7 @@ def test_override_that_makes_the_recipe_invalid_is_named(tmp_path, images):
     path = _write(tmp_path, yaml.safe_dump(_minimal(images)))
     assert _error(path, ["model.hed.dense=[64]"]) == (
         '--set model.hed.dense=[64]: model.hed: unknown key "hed" in `model`. Allowed keys: backbone, weights, '
-        'image_size, head, skips, insert, batchnorm. HINT: did you mean "head"?')
+        'image_size, head, skips, insert, batchnorm, cut, features, preprocess. HINT: did you mean "head"?')
     assert _error(path, ["stages[0].lr=-1"]).startswith("--set stages[0].lr=-1: stages[0].lr: expected a positive")
     assert _error(path, ["stages[1].lr=1e-5"]) == (
         '--set stages[1].lr=1e-5: stages[1].train: missing required key "train" in stage "stage1". HINT: name what '

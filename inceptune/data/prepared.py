@@ -348,10 +348,16 @@ def _splits(found: Scan, split: SplitConfig) -> tuple[list[str], list[str]]:
     valid = collections.Counter(found.labels)
     empty = [lab for lab in found.classes if valid[lab] == 0]
     if empty:
+        # the reasons go in the message itself: a run that fails here leaves no skipped.csv behind
         lab = empty[0]
+        theirs = _skipped_of_class(found, lab)
+        kinds = ("" if found.kind == "dir" else f"skipped in {found.source}: ") + ", ".join(
+            f"{n} {k}" for k, n in count_kinds(theirs).items())
+        shown = "; ".join(f"{p}: {r}" for p, r in theirs[:3]) + ("; ..." if len(theirs) > 3 else "")
         raise DataError(
-            f"class '{lab}' has 0 valid images ({found.classes[lab]} skipped, see skipped.csv); every class needs "
-            f"images to train and test on. HINT: fix or replace its files, or remove the class",
+            f"class '{lab}' has 0 valid images: all {found.classes[lab]} of its files were skipped ({kinds}), e.g. "
+            f"{shown}. Every class needs images to train and test on. HINT: fix or replace its files (`inceptune "
+            f"data summary {found.source}` lists every skipped file with its reason), or remove the class",
             key=f"data.{found.kind}",
         )
     if not found.has_split:
@@ -367,6 +373,14 @@ def _splits(found: Scan, split: SplitConfig) -> tuple[list[str], list[str]]:
         if missing:
             warns.append(f"class '{lab}' has no images in {' and '.join(missing)} (splits as given in the CSV)")
     return list(found.splits), warns
+
+
+def _skipped_of_class(found: Scan, label: str) -> list[tuple[str, str]]:
+    """The skipped files of one class: those in its folder, or the CSV rows that name it."""
+    if found.kind == "dir":
+        folder = os.path.join(found.source, label) + os.sep
+        return [(p, r) for p, r in found.skipped if p.startswith(folder)]
+    return list(found.skipped)  # a CSV's skipped rows keep no label: all of them, the class's among them
 
 
 def _duplicate_warnings(dup_idx: list[list[int]], found: Scan, splits: list[str]) -> list[str]:

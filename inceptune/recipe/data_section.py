@@ -8,12 +8,14 @@ from inceptune.choices import AUGMENT_OPS, AUGMENT_PRESETS, BALANCE_MODES, FILL_
 from inceptune.errors import closest
 from inceptune.recipe.checks import (as_float, boolean, check_keys, choice, error, expected, integer, mapping, number,
                                      show, string)
-from inceptune.recipe.schema import DataConfig, SplitConfig
+from inceptune.recipe.schema import DataConfig, MixConfig, SplitConfig
 
-__all__ = ["data_config_from_dict", "split_config_from_dict", "parse_augment"]
+__all__ = ["data_config_from_dict", "split_config_from_dict", "mix_config_from_value", "parse_augment"]
 
 DATA_KEYS = ("dir", "csv", "manifest", "image_size", "resize", "split", "augment", "balance", "min_side",
-             "allow_outside", "batch_size")
+             "allow_outside", "batch_size", "mixup", "cutmix")
+MIX_KEYS = ("alpha", "prob")
+_MIX_ALPHA = {"mixup": 0.2, "cutmix": 1.0}  # timm's defaults (--mixup 0.8 / --cutmix 1.0 in its recipes)
 SPLIT_KEYS = ("val", "test", "seed", "method")
 SOURCE_KEYS = ("dir", "csv", "manifest")
 
@@ -81,7 +83,26 @@ def data_config_from_dict(value: Any, path: str = "data") -> DataConfig:
             kw[key] = integer(d[key], f"{path}.{key}", minimum=1)
     if "allow_outside" in d:
         kw["allow_outside"] = boolean(d["allow_outside"], f"{path}.allow_outside")
+    for key in ("mixup", "cutmix"):
+        kw[key] = mix_config_from_value(d.get(key), f"{path}.{key}", key)
     return DataConfig(**kw)
+
+
+def mix_config_from_value(value: Any, path: str, kind: str = "mixup") -> MixConfig | None:
+    """`data.mixup` / `data.cutmix`: null or false (off), true (defaults) or a mapping {alpha, prob}."""
+    if value is None or value is False:
+        return None
+    default = MixConfig(alpha=_MIX_ALPHA[kind])
+    if value is True:
+        return default
+    d = mapping(value, path, f"a mapping such as {{alpha: {default.alpha:g}, prob: 1.0}}, true, or null")
+    check_keys(d, path, MIX_KEYS)
+    return MixConfig(
+        alpha=number(d.get("alpha", default.alpha), f"{path}.alpha", low=0, low_open=True,
+                     hint="the mixing weight is drawn from Beta(alpha, alpha), e.g. 0.2 for mixup, 1.0 for cutmix."),
+        prob=number(d.get("prob", 1.0), f"{path}.prob", low=0, high=1,
+                    hint="the share of training batches that are mixed, e.g. 1.0 (all) or 0.5."),
+    )
 
 
 # === augmentation ===

@@ -116,6 +116,7 @@ model:
   weights: {_weights(backbone):<19} # imagenet | none | path/to/file.weights.h5
   head: {{pooling: avg, dense: [1024], dropout: 0.2}}
   batchnorm: frozen            # frozen | follow | train
+  preprocess: null             # input scaling: null (the backbone's own) | tf | torch | caffe | none | unit
 stages:                        # each stage needs only `train`; epochs default to 5, lr to 1.0e-3
   - name: head                  # first the new head alone, on the frozen backbone
     train: head

@@ -124,7 +124,7 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         recipe: Recipe.
 
     Returns:
-        dict with the keys data, model, stages, cache, seed (YAML key names: skips use `from`/`to`).
+        dict with the keys data, model, stages, cache, seed, calibrate (YAML key names: skips use `from`/`to`).
     """
     m = recipe.model
     return {
@@ -138,10 +138,15 @@ def recipe_to_dict(recipe: Recipe) -> dict:
             "insert": [{"after": i.after, "block": i.block, "name": i.name, "params": copy.deepcopy(i.params)}
                        for i in m.insert],
             "batchnorm": m.batchnorm,
+            "cut": m.cut,
+            "features": list(m.features),
+            "preprocess": m.preprocess,
         },
         "stages": [_stage_to_dict(s) for s in recipe.stages],
         "cache": dataclasses.asdict(recipe.cache),
         "seed": recipe.seed,
+        "calibrate": recipe.calibrate,
+        "precision": recipe.precision,
     }
 
 
@@ -149,6 +154,7 @@ def _stage_to_dict(stage: Stage) -> dict:
     d = {f.name: getattr(stage, f.name) for f in dataclasses.fields(stage)}
     d["lr_mult"] = dict(stage.lr_mult)
     d["early_stopping"] = None if stage.early_stopping is None else dataclasses.asdict(stage.early_stopping)
+    d["ema"] = None if stage.ema is None else dataclasses.asdict(stage.ema)
     return d
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Recipe", "DataConfig", "SplitConfig", "ModelConfig", "HeadConfig", "SkipConfig", "InsertConfig", "Stage",
-           "EarlyStopping", "CacheConfig"]
+__all__ = ["Recipe", "DataConfig", "SplitConfig", "MixConfig", "ModelConfig", "HeadConfig", "SkipConfig",
+           "InsertConfig", "Stage", "EarlyStopping", "EmaConfig", "CacheConfig"]
 
 # === data ===
 
@@ -35,6 +35,20 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class MixConfig:
+    """Mixup or CutMix of training batches (`data.mixup`, `data.cutmix`); `true` means all defaults, `null` none.
+
+    Keys:
+        alpha: float > 0. The mixing weight is drawn from Beta(alpha, alpha) per batch: small alphas keep most
+            pairs close to one image, 1 draws it uniformly. Defaults to 0.2 (mixup) / 1.0 (cutmix), timm's values.
+        prob: float in [0, 1]. Share of batches mixed. Defaults to 1.0.
+    """
+
+    alpha: float = 0.2
+    prob: float = 1.0
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """The recipe's ``data:`` section.
 
@@ -53,6 +67,11 @@ class DataConfig:
         min_side: int. Images whose shorter side is below this are skipped. Defaults to 16.
         allow_outside: bool. Allow CSV paths that escape the CSV's folder. Defaults to False.
         batch_size: int. Defaults to 32.
+        mixup: MixConfig | None. Mixup (Zhang et al. 2018) of training batches: pixels and labels of image pairs
+            blended with one weight; in a cached stage the cached features are blended instead (manifold mixup
+            at the cut, Verma et al. 2019: a different regulariser). Defaults to None (off).
+        cutmix: MixConfig | None. CutMix (Yun et al. 2019): a box of each image replaced by its partner's, the
+            labels mixed by area; image batches only. Defaults to None (off).
     """
 
     dir: str | None = None
@@ -66,6 +85,8 @@ class DataConfig:
     min_side: int = 16
     allow_outside: bool = False  # CSV paths outside the CSV's folder are refused unless this is set
     batch_size: int = 32
+    mixup: MixConfig | None = None  # images in uncached stages; the features at the cut in cached stages
+    cutmix: MixConfig | None = None  # images only (uncached stages)
 
     @property
     def source(self) -> str:
@@ -157,6 +178,15 @@ class ModelConfig:
         batchnorm: str. BatchNorm policy (DESIGN.md §4): `frozen` (BN layers never train and always use their
             moving statistics), `follow` (BN layers train when their block trains) or `train` (BN layers
             always train). Defaults to "frozen".
+        cut: str or null. A block (or layer) of the backbone: the head is built on its output and every layer
+            above it is dropped. Defaults to null: the whole backbone.
+        features: list of str. Blocks whose outputs are each pooled and concatenated into the head, in the order
+            listed (multi-level features); layers above the deepest one are dropped. Defaults to []: the
+            backbone's (or the cut's) last output only.
+        preprocess: str or null. How raw 0-255 pixels are scaled at the model's input, as the weights were
+            trained: `tf` (x/127.5 - 1), `torch` (ImageNet mean/std), `caffe` (BGR minus ImageNet means),
+            `none` (raw 0-255) or `unit` (x/255, the tutorials' `rescale=1./255`). Defaults to null: the
+            backbone's own (`tf` for the Keras Inceptions).
     """
 
     backbone: str = "inception_v3"
@@ -166,6 +196,9 @@ class ModelConfig:
     skips: tuple[SkipConfig, ...] = ()
     insert: tuple[InsertConfig, ...] = ()
     batchnorm: str = "frozen"  # small fine-tuning batches give noisy batch statistics: keep ImageNet's
+    cut: str | None = None  # None: the whole backbone
+    features: tuple[str, ...] = ()  # empty: one pooled output (the backbone's last block, or the cut)
+    preprocess: str | None = None  # None: the architecture's own scaling (ArchSpec.preprocess)
 
 
 # === stages ===
@@ -185,6 +218,18 @@ class EarlyStopping:
     patience: int = 3  # Keras's default 0 stops at the first noisy epoch
     min_delta: float = 0.0
     restore_best: bool = True  # unlike Keras's default, so a stage hands its best weights to the next one
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """An exponential moving average of the stage's trainable weights (`stages[i].ema`); `true`: the defaults.
+
+    Keys:
+        decay: float in (0, 1). After every step, ema = decay * ema + (1 - decay) * weights. Defaults to 0.999
+            (averages about the last 1000 steps; use 0.99 for short stages).
+    """
+
+    decay: float = 0.999
 
 
 @dataclass(frozen=True)
@@ -215,6 +260,11 @@ class Stage:
             variables while keeping their layers' training-mode behaviour. Defaults to {}.
         early_stopping: mapping, true or null. See `EarlyStopping`. Defaults to null (no early stopping).
         batch_size: int > 0 or null. Defaults to null: the data section's batch size.
+        label_smoothing: float in [0, 0.3]. Targets become (1 - s) on the class and s / K spread over all K
+            classes (Keras's `CategoricalCrossentropy(label_smoothing=s)`). Defaults to 0.
+        clip_norm: float > 0 or null. Gradients are rescaled so that their global norm is at most this (Keras's
+            `global_clipnorm`). Defaults to null: no clipping.
+        ema: mapping, true or null. See `EmaConfig`. Defaults to null (no EMA).
     """
 
     name: str
@@ -231,6 +281,9 @@ class Stage:
     lr_mult: dict[str, float] = field(default_factory=dict)  # selector -> factor; unlisted variables use 1
     early_stopping: EarlyStopping | None = None
     batch_size: int | None = None  # None: the data section's batch size
+    label_smoothing: float = 0.0
+    clip_norm: float | None = None  # None: no gradient clipping
+    ema: EmaConfig | None = None  # None: no weight EMA
 
 
 # === cache and the whole recipe ===
@@ -265,6 +318,11 @@ class Recipe:
         stages: non-empty list of stages, names unique. See `Stage`. Required.
         cache: see `CacheConfig`. Defaults to "auto".
         seed: int in [0, 2**32). Seeds splits, initialisation and shuffling. Defaults to 0.
+        calibrate: str. `temperature` (after training, one temperature is fitted on the validation split and
+            built into the saved model as its last layers) or `none`. Defaults to "temperature".
+        precision: str. `float32`, `mixed_float16` or `mixed_bfloat16` (Keras mixed-precision policy: layers
+            compute in 16 bits, weights stay float32, the head's output layer computes in float32). Defaults to
+            "float32".
     """
 
     data: DataConfig
@@ -272,3 +330,5 @@ class Recipe:
     stages: tuple[Stage, ...]
     cache: CacheConfig = field(default_factory=CacheConfig)
     seed: int = 0
+    calibrate: str = "temperature"  # the argmax never changes, so accuracy is untouched; needs a validation split
+    precision: str = "float32"  # refused at the start of a run where the device cannot compute in it

@@ -10,14 +10,15 @@ import copy
 import re
 from typing import Any
 
-from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, INSERT_BLOCKS, MERGES, OPTIMIZERS,
-                               POOLINGS, SCHEDULES)
+from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, CALIBRATION_METHODS, INSERT_BLOCKS,
+                               LABEL_SMOOTHING_MAX, MERGES, OPTIMIZERS, POOLINGS, PRECISIONS, PREPROCESS_MODES,
+                               SCHEDULES)
 from inceptune.errors import SelectorError, closest
 from inceptune.recipe.checks import (REQUIRED_HINTS, boolean, check_keys, child, choice, error, expected, integer,
                                      mapping, number, sequence, show, string)
 from inceptune.recipe.data_section import data_config_from_dict
-from inceptune.recipe.schema import (CacheConfig, EarlyStopping, HeadConfig, InsertConfig, ModelConfig, Recipe,
-                                     SkipConfig, Stage)
+from inceptune.recipe.schema import (CacheConfig, EarlyStopping, EmaConfig, HeadConfig, InsertConfig, ModelConfig,
+                                     Recipe, SkipConfig, Stage)
 from inceptune.selector_syntax import parse
 
 __all__ = ["recipe_from_dict", "TOP_KEYS", "WEIGHT_WORDS", "WEIGHT_SUFFIXES", "MODEL_FILE_SUFFIXES"]
@@ -27,13 +28,16 @@ WEIGHT_WORDS = ("imagenet", "none")
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
 MODEL_FILE_SUFFIXES = (".keras", ".h5")
 
-TOP_KEYS = ("data", "model", "stages", "cache", "seed")
-_MODEL_KEYS = ("backbone", "weights", "image_size", "head", "skips", "insert", "batchnorm")
+TOP_KEYS = ("data", "model", "stages", "cache", "seed", "calibrate", "precision")
+_MODEL_KEYS = ("backbone", "weights", "image_size", "head", "skips", "insert", "batchnorm", "cut", "features",
+               "preprocess")
 _HEAD_KEYS = ("pooling", "dense", "dropout")
 _SKIP_KEYS = ("from", "to", "merge")
 _INSERT_KEYS = ("after", "block", "name", "params")
 _STAGE_KEYS = ("name", "train", "epochs", "lr", "optimizer", "weight_decay", "momentum", "schedule", "decay_rate",
-               "decay_steps", "warmup_epochs", "lr_mult", "early_stopping", "batch_size")
+               "decay_steps", "warmup_epochs", "lr_mult", "early_stopping", "batch_size", "label_smoothing",
+               "clip_norm", "ema")
+_EMA_KEYS = ("decay",)
 _EARLY_KEYS = ("monitor", "patience", "min_delta", "restore_best")
 _CACHE_KEYS = ("mode", "views", "dtype", "memory_budget_mb")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -109,6 +113,38 @@ def _weights(value: Any, key: str) -> str | None:
                f"did you mean {show(near[0])}?" if near else "check the file name and its suffix.")
 
 
+def _block_name(value: Any, key: str, blocks: tuple[str, ...]) -> str:
+    """A block of the backbone (checked against its static block list when the architecture is known)."""
+    text = string(value, key, "a block name such as mixed7")
+    if blocks and text not in blocks:
+        near = closest(text, blocks)
+        raise error(key, f"unknown block {show(text)}. The backbone's blocks: {', '.join(blocks)}.",
+                   f"did you mean {' or '.join(show(n) for n in near)}?" if near
+                   else "`inceptune backbones` lists every architecture's blocks.")
+    return text
+
+
+def _cut_and_features(d: dict, path: str, backbone: Any) -> tuple[str | None, tuple[str, ...]]:
+    """`model.cut` and `model.features`: known blocks of the backbone, features unique and at or below the cut."""
+    from inceptune.architectures import ARCHITECTURES  # static block lists: no Keras import
+
+    spec = ARCHITECTURES.get(backbone) if isinstance(backbone, str) else None
+    blocks = tuple(spec.block_names) if spec else ()
+    cut = d.get("cut")
+    cut = None if cut is None else _block_name(cut, f"{path}.cut", blocks)
+    raw = d.get("features")
+    raw = [] if raw is None else [raw] if isinstance(raw, str) else sequence(raw, f"{path}.features")
+    features = tuple(_block_name(f, f"{path}.features[{i}]", blocks) for i, f in enumerate(raw))
+    for i, name in enumerate(features):
+        if name in features[:i]:
+            raise error(f"{path}.features[{i}]", f"{show(name)} is listed twice; each block is pooled once.",
+                       "remove the repeated name.")
+        if cut is not None and blocks and blocks.index(name) > blocks.index(cut):
+            raise error(f"{path}.features[{i}]", f"block {show(name)} lies above model.cut {show(cut)}, which drops "
+                       "it.", f"list blocks up to {cut}, or move the cut up (cut: {name}).")
+    return cut, features
+
+
 def _model_from_dict(value: Any, path: str = "model") -> ModelConfig:
     if value is None:
         return ModelConfig()
@@ -121,6 +157,7 @@ def _model_from_dict(value: Any, path: str = "model") -> ModelConfig:
                   for i, s in enumerate(sequence(d.get("skips") or [], f"{path}.skips")))
     inserts = tuple(_insert_from_dict(s, f"{path}.insert[{i}]")
                     for i, s in enumerate(sequence(d.get("insert") or [], f"{path}.insert")))
+    cut, features = _cut_and_features(d, path, d.get("backbone", "inception_v3"))
     seen: dict[str, int] = {}
     for i, ins in enumerate(inserts):
         if ins.name in seen:
@@ -137,6 +174,10 @@ def _model_from_dict(value: Any, path: str = "model") -> ModelConfig:
         skips=skips,
         insert=inserts,
         batchnorm=choice(d.get("batchnorm", "frozen"), f"{path}.batchnorm", BATCHNORM_POLICIES, "BatchNorm policy"),
+        cut=cut,
+        features=features,
+        preprocess=(None if d.get("preprocess") is None
+                    else choice(d["preprocess"], f"{path}.preprocess", PREPROCESS_MODES, "input scaling")),
     )
 
 
@@ -153,6 +194,18 @@ def _early_from_dict(value: Any, path: str) -> EarlyStopping | None:
         min_delta=number(d.get("min_delta", 0.0), f"{path}.min_delta", low=0),
         restore_best=boolean(d.get("restore_best", True), f"{path}.restore_best"),
     )
+
+
+def _ema_from_dict(value: Any, path: str) -> EmaConfig | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return EmaConfig()
+    d = mapping(value, path, "a mapping such as {decay: 0.999}, true, or null")
+    check_keys(d, path, _EMA_KEYS)
+    return EmaConfig(decay=number(d.get("decay", EmaConfig.decay), f"{path}.decay", low=0, high=1, low_open=True,
+                                  high_open=True, hint="the share of the average kept at each step, e.g. 0.999 "
+                                                       "(about the last 1000 steps) or 0.99 for short stages."))
 
 
 def _lr_mult_from_dict(value: Any, path: str) -> dict[str, float]:
@@ -193,6 +246,10 @@ def _stage_from_dict(value: Any, path: str, index: int) -> Stage:
     batch_size = d.get("batch_size")
     if batch_size is not None:
         batch_size = integer(batch_size, f"{path}.batch_size", minimum=1)
+    clip_norm = d.get("clip_norm")
+    if clip_norm is not None:
+        clip_norm = number(clip_norm, f"{path}.clip_norm", low=0, low_open=True,
+                           hint="the largest global gradient norm allowed, e.g. 1.0, or null for no clipping.")
     return Stage(
         name=name,
         train=_selector(d["train"], f"{path}.train"),
@@ -210,6 +267,11 @@ def _stage_from_dict(value: Any, path: str, index: int) -> Stage:
         lr_mult=_lr_mult_from_dict(d.get("lr_mult"), f"{path}.lr_mult"),
         early_stopping=_early_from_dict(d.get("early_stopping"), f"{path}.early_stopping"),
         batch_size=batch_size,
+        label_smoothing=number(d.get("label_smoothing", 0.0), f"{path}.label_smoothing", low=0,
+                               high=LABEL_SMOOTHING_MAX, hint="a share of the target spread over all classes, e.g. "
+                                                              "0.1 (timm's --smoothing)."),
+        clip_norm=clip_norm,
+        ema=_ema_from_dict(d.get("ema"), f"{path}.ema"),
     )
 
 
@@ -252,8 +314,16 @@ def _cache_from_value(value: Any, path: str = "cache") -> CacheConfig:
     )
 
 
+def _calibrate(value: Any, key: str = "calibrate") -> str:
+    if value is None or value is True:  # `calibrate: on` is YAML 1.1's true
+        return "temperature"
+    if value is False:  # `calibrate: off` / `no`
+        return "none"
+    return choice(value, key, CALIBRATION_METHODS, "calibration method")
+
+
 def recipe_from_dict(raw: Any) -> Recipe:
-    d = mapping(raw, "recipe", "a mapping with the keys data, model, stages, cache, seed")
+    d = mapping(raw, "recipe", "a mapping with the keys data, model, stages, cache, seed, calibrate, precision")
     check_keys(d, "", TOP_KEYS, required=("data", "stages"))
     return Recipe(
         data=data_config_from_dict(d["data"], "data"),
@@ -261,4 +331,6 @@ def recipe_from_dict(raw: Any) -> Recipe:
         stages=_stages_from_list(d["stages"], "stages"),
         cache=_cache_from_value(d.get("cache"), "cache"),
         seed=integer(d.get("seed", 0), "seed", minimum=0, maximum=2**32 - 1),
+        calibrate=_calibrate(d.get("calibrate", "temperature")),
+        precision=choice(d.get("precision", "float32"), "precision", PRECISIONS, "precision"),
     )

@@ -13,7 +13,7 @@ import importlib as _importlib
 
 # public name -> module of the package that defines it
 _EXPORTS = {
-    "train": "runner", "Run": "runner", "default_run_dir": "runner",
+    "train": "runner", "Run": "runner", "default_run_dir": "runner", "check_model_section": "runner",
     "build_model": "model", "compile_stage": "model", "make_optimizer": "model", "stage_lr_multipliers": "model",
     "resolve_image_size": "model",
     "RunState": "checkpoints", "CheckpointWeights": "checkpoints", "epoch_seed": "checkpoints",

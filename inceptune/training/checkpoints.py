@@ -38,6 +38,9 @@ class RunState:
             `model.keras`) and its epoch (counted over the whole run, as the rows of `history`).
         run_monitor: str. `val_loss`, or `loss` without a validation split.
         base, weights, optimizer: the weights base file, and the weights and optimizer files of the last epoch.
+        ema_weights: str or None. The current stage's EMA of the weights at the last epoch (`stages[i].ema`), a
+            weights file like the others; None between stages and without EMA.
+        best_ema: bool. The best epoch's weights are its EMA weights (they scored better than the raw ones).
     """
 
     version: int = STATE_VERSION
@@ -55,6 +58,8 @@ class RunState:
     weights: str | None = None
     optimizer: str | None = None
     best_epoch: int | None = None
+    ema_weights: str | None = None
+    best_ema: bool = False
 
     @classmethod
     def read(cls, folder: Path) -> RunState:
@@ -65,7 +70,8 @@ class RunState:
     def write(self, folder: Path) -> None:
         """Writes `folder/state.json` atomically, then removes the checkpoint files it no longer names."""
         atomic_write_text(folder / "state.json", json.dumps(dataclasses.asdict(self), indent=1, default=float))
-        keep = {self.base, self.weights, self.optimizer, self.best_weights, self.es_weights, "state.json"}
+        keep = {self.base, self.weights, self.optimizer, self.best_weights, self.es_weights, self.ema_weights,
+                "state.json"}
         for p in folder.iterdir():
             if p.name not in keep and not p.name.startswith("tmp-"):
                 p.unlink(missing_ok=True)

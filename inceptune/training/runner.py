@@ -16,18 +16,19 @@ Run folder (contract, DESIGN.md §7): `recipe.yaml` (resolved), `manifest.csv`, 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-from inceptune import evaluate, report
+from inceptune import calibration, evaluate, report
 from inceptune._io import atomic_path, atomic_write_text, prepare_output_dir
-from inceptune.architectures import block_map
+from inceptune.architectures import block_map, check_backbone
 from inceptune.cache import CacheContext
 from inceptune.data import prepare
 from inceptune.data.sources import class_counts
-from inceptune.errors import InceptuneError, RecipeError
+from inceptune.errors import InceptuneError, ModelLoadError, RecipeError, SelectorError, closest
 from inceptune.inference import predict_proba
 from inceptune.progress import Bar
 from inceptune.recipe import DefaultRecipe, Recipe, default_recipe, dump_recipe, load_recipe
@@ -38,7 +39,7 @@ from inceptune.training.checkpoints import CheckpointWeights, RunState, epoch_se
 from inceptune.training.records import Phases, RunLog, history_csv, summary_table
 from inceptune.training.tracking import BestEpoch, EarlyStopper
 
-__all__ = ["train", "Run", "default_run_dir"]
+__all__ = ["train", "Run", "default_run_dir", "check_model_section"]
 
 # Keras (and what builds models) is imported inside the steps that need it, once the run has started: the run's
 # first lines print at once instead of after the ~8 s TensorFlow import.
@@ -116,8 +117,9 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
         raise RecipeError("backbone, epochs and image_size choose the default recipe of a data folder or CSV; a "
                           "recipe names its own. HINT: use --set model.backbone=NAME, --set stages[0].epochs=N or "
                           "--set model.image_size=S with a recipe file.")
-    # validate before touching the disk
+    # validate before touching the disk: the recipe, then what needs no data (DESIGN.md §8: fail fast)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides))
+    check_model_section(recipe)
     existed = out.exists()
     prepare_output_dir(out, force=force, kind="run", markers=("recipe.yaml", "checkpoints"),
                        hint="pass --resume to continue it, ")
@@ -133,6 +135,31 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
             else:
                 shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def check_model_section(recipe: Recipe) -> None:
+    """The checks of the model section that need neither data nor Keras, made before the data scan: the backbone
+    name, the image size against the architecture's minimum, and that a weights file exists.
+
+    Raises:
+        RecipeError: naming the key (`model.backbone`, `model.image_size`, `model.weights`).
+    """
+    model = recipe.model
+    size = model.image_size or recipe.data.image_size
+    try:
+        check_backbone(model.backbone, size, model.weights if model.weights != "imagenet" else None)
+    except ModelLoadError as exc:
+        key = "data.image_size" if exc.key == "image_size" and not model.image_size else f"model.{exc.key}"
+        raise RecipeError(f"{key}: {exc}", key=key) from exc
+
+
+def _remove_partial_files(out: Path) -> None:
+    """Removes the temporary files of atomic writes that a killed run left (`.NAME.RANDOM.tmp`, `tmp-PID-NAME`):
+    never read, they only take space."""
+    for folder in (out, out / "checkpoints"):
+        for p in list(folder.glob(".*.tmp")) + list(folder.glob("tmp-*-*")):
+            if p.is_file():
+                p.unlink(missing_ok=True)
 
 
 def _epoch_name(state: RunState) -> str:
@@ -178,6 +205,8 @@ class _StagePlan:
     optimizer: object
     stopper: EarlyStopper
     fitter: object  # the cache's stage fitter, or None
+    ema: object = None  # training.ema.WeightEMA of the stage (`stages[i].ema`), or None
+    soft: bool = False  # one-hot targets: label smoothing, mixup or CutMix (regularize.py)
 
 
 class _Runner:
@@ -190,7 +219,7 @@ class _Runner:
         self.ckpt = out / "checkpoints"
         self.phases = Phases()
         self.log = None
-        self.data = self.model = self.bmap = self.cache = self.weights = self.best = None
+        self.data = self.model = self.bmap = self.cache = self.weights = self.best = self.calibrated = None
         self.labels, self.has_val, self.has_test, self.image_size = [], False, False, 0
         self.state = RunState()
 
@@ -198,6 +227,7 @@ class _Runner:
         self._start()
         self._prepare_data()
         self._build()
+        self._check_stages()
         self._plan_caches()
         try:
             for index, stage in enumerate(self.recipe.stages):
@@ -213,6 +243,7 @@ class _Runner:
         self.ckpt.mkdir(exist_ok=True)
         self.log = RunLog(self.out / "log.txt", self.verbose)
         if self.resume:
+            _remove_partial_files(self.out)
             self.log(f"resuming run in {self.out}")
         else:
             dump_recipe(self.recipe, self.out / "recipe.yaml")
@@ -234,16 +265,20 @@ class _Runner:
         self.has_test = len(self.data.paths("test")) > 0
 
     def _build(self) -> None:
-        from inceptune.training.model import build_model, resolve_image_size
+        from inceptune.training.model import build_model, check_precision, precision_policy, resolve_image_size
 
         recipe = self.recipe
         self.image_size = resolve_image_size(recipe)
-        with self.phases("build"):
+        precision_note = check_precision(recipe.precision)  # refuses a policy this device cannot train in
+        with self.phases("build"), precision_policy(recipe.precision):
             self.model = build_model(recipe.model, len(self.labels), self.image_size, seed=recipe.seed)
             self.bmap = block_map(self.model)
         self.log(f"model: {self.model.name}, {self.model.count_params():,} parameters, input "
-                 f"{self.image_size}x{self.image_size}, batchnorm={recipe.model.batchnorm} "
+                 f"{self.image_size}x{self.image_size}, batchnorm={recipe.model.batchnorm}"
+                 f"{'' if recipe.precision == 'float32' else f', precision={recipe.precision}'} "
                  f"(built in {self.phases.seconds['build']:.1f}s)")
+        if precision_note:
+            self.log(f"note: {precision_note}")
         if self.resume:
             self.state = RunState.read(self.ckpt)
         self.weights = CheckpointWeights(self.model, self.ckpt, self.state.base)
@@ -251,6 +286,33 @@ class _Runner:
             self.weights.load(self.state.weights)
         self.state.run_monitor = self.state.run_monitor or ("val_loss" if self.has_val else "loss")
         self.best = BestEpoch(self.state, self.ckpt)
+
+    def _check_stages(self) -> None:
+        """What needs the built model but neither a feature pass nor an epoch, checked for every stage before the
+        first one runs: each selector (`train`, `lr_mult`) names layers of the model, and each early-stopping
+        monitor is a metric the run logs."""
+        from inceptune.recipe.checks import child
+        from inceptune.selectors import resolve
+
+        logged = ("loss", "accuracy", "val_loss", "val_accuracy")  # val_*: falls back to loss without a val split
+        for i, stage in enumerate(self.recipe.stages):
+            for key, selector in [(f"stages[{i}].train", stage.train),
+                                  *((child(f"stages[{i}].lr_mult", sel), sel) for sel in stage.lr_mult)]:
+                try:
+                    selected = resolve(self.model, selector, bmap=self.bmap)
+                except SelectorError as exc:
+                    raise SelectorError(f"{key}: {exc}", key=key) from exc
+                if not selected:
+                    raise RecipeError(
+                        f"{key}: the selector {selector!r} matches no layer of {self.model.name!r}. HINT: "
+                        f"`inceptune inspect {self.recipe.model.backbone} --layers` lists the blocks and layers; "
+                        "'head' names the new head.", key=key)
+            es = stage.early_stopping
+            if es is not None and es.monitor not in logged:
+                key = f"stages[{i}].early_stopping.monitor"
+                near = closest(es.monitor, logged)
+                raise RecipeError(f"{key}: {es.monitor!r} is not a metric the run logs. Allowed: {', '.join(logged)}."
+                                  + (f" HINT: did you mean {near[0]!r}?" if near else ""), key=key)
 
     def _plan_caches(self) -> None:
         recipe = self.recipe
@@ -280,15 +342,17 @@ class _Runner:
 
     def _compile_stage(self, index: int, stage, start_epoch: int) -> _StagePlan:
         """Freezes and compiles the model for a stage, restores its optimizer state on resume, and logs it."""
+        from inceptune.regularize import needs_soft_labels
         from inceptune.training.model import compile_stage
 
         recipe, data = self.recipe, self.data
+        soft = needs_soft_labels(stage, recipe.data)
         batch_size = int(stage.batch_size or recipe.data.batch_size)
         balance = recipe.data.balance
         steps = data.steps_per_epoch("train", batch_size, balance if balance == "oversample" else "none")
         with self.phases("compile"):
             freeze_report, optimizer = compile_stage(self.model, stage, batchnorm=recipe.model.batchnorm,
-                                                     bmap=self.bmap)
+                                                     bmap=self.bmap, soft_labels=soft)
         schedule = ScheduleSpec(stage.lr, stage.schedule, total_steps=stage.epochs * steps,
                                 warmup_steps=stage.warmup_epochs * steps, decay_steps=stage.decay_steps,
                                 decay_rate=stage.decay_rate, steps_per_epoch=steps)
@@ -299,7 +363,8 @@ class _Runner:
                  f"{freeze_report.trainable_params:,} trainable / {freeze_report.frozen_params:,} frozen parameters")
         if stage.lr_mult:
             self.log(f"    lr_mult: {stage.lr_mult}")
-        for w in (*freeze_report.warnings, *self._random_backbone_warning(freeze_report)):
+        for w in (*freeze_report.warnings, *self._random_backbone_warning(freeze_report),
+                  *self._footgun_warnings(index)):
             self.log(f"    warning: {w}")
         # built on the full model's variables, in their order, so the checkpointed optimizer state lines up
         # whether the stage trains the model or a cached suffix sharing its layers
@@ -315,8 +380,61 @@ class _Runner:
         fitter = self.cache.fitter(stage, index, self.model, self.bmap) if self.cache is not None else None
         if fitter is not None and fitter.reason:
             self.log(f"    cache: {fitter.reason}")
+        for line in self._toolbox_lines(stage, fitter is not None and fitter.active):
+            self.log(f"    {line}")
+        ema = self._stage_ema(stage, start_epoch)
         return _StagePlan(index, stage, batch_size, steps, schedule, optimizer,
-                          EarlyStopper(es, monitor, self.state, self.ckpt), fitter)
+                          EarlyStopper(es, monitor, self.state, self.ckpt), fitter, ema, soft)
+
+    def _toolbox_lines(self, stage, cached: bool) -> list[str]:
+        """What of label smoothing, mixup/CutMix, EMA and gradient clipping is on in a stage, for the log."""
+        cfg = self.recipe.data
+        on = []
+        if stage.label_smoothing:
+            on.append(f"label smoothing {stage.label_smoothing:g}")
+        if cfg.mixup is not None:
+            where = ("on the cached features at the cut (manifold mixup: it mixes features, not pixels)" if cached
+                     else "on images")
+            on.append(f"mixup alpha {cfg.mixup.alpha:g} prob {cfg.mixup.prob:g} {where}")
+        if cfg.cutmix is not None and not cached:
+            on.append(f"cutmix alpha {cfg.cutmix.alpha:g} prob {cfg.cutmix.prob:g} on images")
+        if stage.ema is not None:
+            on.append(f"EMA of the weights, decay {stage.ema.decay:g}")
+        if stage.clip_norm is not None:
+            on.append(f"gradient clipping at global norm {stage.clip_norm:g}")
+        lines = [f"regularisation: {', '.join(on)}"] if on else []
+        if cfg.cutmix is not None and cached:
+            lines.append("warning: cutmix is off in this stage: it trains on cached features, and cutmix needs "
+                         "images. HINT: set data.mixup to mix the cached features instead, or cache: off to cut "
+                         "and paste images (every epoch then runs the whole network).")
+        if stage.ema is not None and not self.has_val:
+            lines.append("warning: ema needs a validation split to compare the averaged weights with the trained "
+                         "ones; without one they are never used. HINT: set data.split.val > 0.")
+        return lines
+
+    def _stage_ema(self, stage, start_epoch: int):
+        """The stage's weight EMA (`stages[i].ema`), continued from its checkpoint on resume, or None."""
+        if stage.ema is None:
+            return None
+        from inceptune.training.ema import WeightEMA
+
+        ema = WeightEMA(self.model.trainable_variables, stage.ema.decay)
+        if start_epoch > 0 and self.state.ema_weights:
+            # the checkpointed average is a weights file: load it, take the trainable values, restore the epoch's
+            self.weights.load(self.state.ema_weights)
+            ema.reset()
+            self.weights.load(self.state.weights)
+        return ema
+
+    def _footgun_warnings(self, index: int) -> list[str]:
+        """No-op stages and silent mistakes (`inceptune.footguns.stage_warnings`; docs/from-snippets.md)."""
+        from inceptune.footguns import preprocess_mismatch, stage_warnings
+
+        cfg = self.recipe.model
+        pretrained = cfg.weights is not None and not (cfg.weights == "imagenet" and cfg.backbone in NO_PRETRAINED)
+        found = preprocess_mismatch(cfg.backbone, cfg.weights, cfg.preprocess) if index == 0 else []
+        return found + stage_warnings(self.model, self.recipe.stages, index, batchnorm=cfg.batchnorm, bmap=self.bmap,
+                                      pretrained=pretrained)
 
     def _random_backbone_warning(self, freeze_report) -> list[str]:
         """A stage that trains mostly the head on a backbone without pretrained weights learns little."""
@@ -336,21 +454,46 @@ class _Runner:
 
         seed = epoch_seed(self.recipe.seed, plan.index, epoch)
         lr = LrSetter(plan.schedule, epoch, plan.steps)
+        callbacks = [lr]
+        if plan.ema is not None:
+            from inceptune.training.ema import EmaCallback
+
+            callbacks.append(EmaCallback(plan.ema))
+        cached = plan.fitter is not None and plan.fitter.active
         with Bar(plan.steps, f"{plan.stage.name} epoch {epoch + 1}/{plan.stage.epochs}", unit="batch",
                  show=self.verbose) as bar:
-            if plan.fitter is not None and plan.fitter.active:
-                return plan.fitter.fit_epoch(epoch, seed, plan.batch_size, [lr, EpochBar(bar)]), lr.last, True
-            return self._fit_epoch(plan, epoch, seed, [lr, EpochBar(bar)]), lr.last, False
+            callbacks.append(EpochBar(bar))
+            if cached:
+                logs = plan.fitter.fit_epoch(epoch, seed, plan.batch_size, callbacks)
+            else:
+                logs = self._fit_epoch(plan, epoch, seed, callbacks)
+        if plan.ema is not None and self.has_val:  # the averaged weights on the validation split
+            with plan.ema.applied():
+                ema_logs = (plan.fitter.validate(plan.batch_size) if cached
+                            else self.model.evaluate(self._val_dataset(plan), verbose=0, return_dict=True))
+            logs.update({f"val_ema_{k}": float(v) for k, v in ema_logs.items()})
+        return logs, lr.last, cached
+
+    def _val_dataset(self, plan: _StagePlan):
+        """The validation split's image pipeline, with one-hot targets when the stage's loss wants them."""
+        from inceptune.regularize import one_hot_dataset
+
+        cfg = self.recipe.data
+        ds = self.data.dataset("val", batch_size=plan.batch_size, image_size=self.image_size, resize=cfg.resize)
+        return one_hot_dataset(ds, len(self.labels)) if plan.soft else ds
 
     def _fit_epoch(self, plan: _StagePlan, epoch: int, seed: int, callbacks: list) -> dict:
         """One epoch of Keras's `fit` on the image pipeline (its own progress bar off: ours is shown)."""
         import keras
 
+        from inceptune.regularize import mixed_dataset
+
         cfg, data, size = self.recipe.data, self.data, self.image_size
         train_ds = data.dataset("train", batch_size=plan.batch_size, image_size=size, resize=cfg.resize,
                                 augment=cfg.augment, balance=cfg.balance, seed=seed)
-        val_ds = (data.dataset("val", batch_size=plan.batch_size, image_size=size, resize=cfg.resize)
-                  if self.has_val else None)
+        if plan.soft:  # one-hot targets, mixed with mixup/CutMix drawn from the epoch's seed
+            train_ds = mixed_dataset(train_ds, len(self.labels), seed, cfg.mixup, cfg.cutmix)
+        val_ds = self._val_dataset(plan) if self.has_val else None
         try:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.out / "tensorboard" / plan.stage.name),
                                                          write_graph=False, update_freq="epoch"))
@@ -368,7 +511,8 @@ class _Runner:
         row = {"stage": stage.name, "epoch": epoch + 1, "lr": lr, "seconds": seconds, "cached": int(cached), **logs}
         state.history.append(row)
         self.epochs_run += 1
-        shown = "  ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs)
+        shown = "  ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy",
+                                                          "val_ema_loss", "val_ema_accuracy") if k in logs)
         self.log(f"  {stage.name} epoch {epoch + 1}/{stage.epochs}  {shown}  lr {lr:.3g}  "
                  f"{seconds:.1f}s{'  (cached features)' if cached else ''}")
         if stopper.monitor not in logs:
@@ -381,6 +525,14 @@ class _Runner:
         state.base = self.weights.base_name
         save_optimizer(plan.optimizer, self.ckpt / optimizer_file)
         self.best.update(logs, n, weights_file)
+        if plan.ema is not None:  # the EMA weights: checkpointed for resume, and the best model when they win
+            ema_file = f"epoch-{n}.ema.weights.npz"
+            with plan.ema.applied():
+                self.weights.save(ema_file, n)
+            state.ema_weights = ema_file
+            ema_logs = {"val_" + k[len("val_ema_"):]: v for k, v in logs.items() if k.startswith("val_ema_")}
+            if self.best.update(ema_logs, n, ema_file, ema=True):
+                self.log(f"    the EMA weights are the best so far ({state.run_monitor} {state.best:.4f})")
         stopped = stopper.update(logs, n, weights_file)
         if stopped or epoch + 1 >= stage.epochs:
             if stopper.restores:
@@ -392,7 +544,7 @@ class _Runner:
                              f"{stage.early_stopping.patience + 1} epochs; restored the best epoch "
                              f"({stopper.monitor} {state.es_best:.4f})")
             stopper.reset()
-            state.stage, state.epoch = plan.index + 1, 0
+            state.stage, state.epoch, state.ema_weights = plan.index + 1, 0, None
         else:
             state.stage, state.epoch = plan.index, epoch + 1
         state.n, state.weights, state.optimizer = n, weights_file, optimizer_file
@@ -405,10 +557,12 @@ class _Runner:
         state, out = self.state, self.out
         if state.best_weights:
             self.weights.load(state.best_weights)
-            self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}")
+            self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}"
+                     + (" (its EMA weights)" if state.best_ema else ""))
+        fit = self._calibrate()
         with self.phases("save"):
             self._save_model()
-        metrics = self._test() if self.has_test else None
+        metrics = self._test(fit) if self.has_test else None
         if metrics is None:
             self.log("no test split: metrics.json not written (set data.split.test > 0)")
         with self.phases("report"):
@@ -420,33 +574,71 @@ class _Runner:
             self.phases.add("training", -self.cache.seconds)  # the feature pass ran inside the first cached epoch
             self.phases.add("features", self.cache.seconds)
         self.log(self.phases.line())
-        return Run(out, self.model, self.labels, metrics, state.history, self.recipe, self.log.lines)
+        return Run(out, self.calibrated or self.model, self.labels, metrics, state.history, self.recipe,
+                   self.log.lines)
+
+    def _calibrate(self):
+        """`calibrate: temperature`: fits T on the validation split; the saved model gets it as its last layers.
+
+        Returns:
+            calibration.TemperatureFit or None (calibration off, or no validation split).
+        """
+        self.calibrated = None
+        if self.recipe.calibrate == "none":
+            return None
+        if not self.has_val:
+            self.log("calibration: no validation split, so no temperature was fitted (set data.split.val > 0)")
+            return None
+        with self.phases("calibration"):
+            probs = self._split_probs("val")
+            fit = calibration.fit_temperature(probs, self.data.label_ids("val"))
+            self.calibrated = calibration.calibrate_model(self.model, fit.temperature)
+            atomic_write_text(self.out / "calibration.json", json.dumps(
+                {"method": "temperature", **fit.to_dict()}, indent=2) + "\n")
+        self.log(f"calibration: temperature {fit.temperature:.3f} fitted on {fit.num_samples} validation images "
+                 f"(validation log loss {fit.nll_before:.4f} -> {fit.nll_after:.4f}); built into model.keras")
+        return fit
+
+    def _split_probs(self, split: str, bar_label: str | None = None):
+        """The (uncalibrated) model's outputs on a split: from the cached features when they still match."""
+        cached = self.cache.predict(self.model, split) if self.cache is not None else None
+        if cached is not None:
+            return cached[0]
+        cfg, n = self.recipe.data, len(self.data.paths(split))
+        with Bar(n, bar_label or f"{split} predictions on {n} images", show=self.verbose) as bar:
+            return predict_proba(self.model, self.data.dataset(split, batch_size=cfg.batch_size,
+                                                              image_size=self.image_size, resize=cfg.resize),
+                                 progress=bar.update)
 
     def _save_model(self) -> None:
         # an uncompiled model over the same layers (no optimizer state in model.keras); building it takes
         # milliseconds, where cloning every layer took ~2 s for InceptionV3
         import keras
 
-        model = self.model
+        model = self.calibrated or self.model
         clean = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
                             model.outputs[0] if len(model.outputs) == 1 else model.outputs, name=model.name)
         with atomic_path(self.out / "model.keras") as tmp:
             clean.save(tmp)
 
-    def _test(self) -> dict:
+    def _test(self, fit=None) -> dict:
         with self.phases("test"):
             cached = self.cache.predict(self.model, "test") if self.cache is not None else None
             if cached is not None:
                 probs = cached[0]
                 self.log(f"test predictions from the cached features at {cached[1]!r}")
             else:
-                cfg, n = self.recipe.data, len(self.data.paths("test"))
-                with Bar(n, f"testing on {n} images", show=self.verbose) as bar:
-                    probs = predict_proba(self.model, self.data.dataset("test", batch_size=cfg.batch_size,
-                                                                        image_size=self.image_size, resize=cfg.resize),
-                                          progress=bar.update)
-            metrics = evaluate.compute_metrics(self.data.label_ids("test"), probs, self.labels,
-                                               paths=self.data.paths("test"))
+                n = len(self.data.paths("test"))
+                probs = self._split_probs("test", f"testing on {n} images")
+            y_true = self.data.label_ids("test")
+            # the saved model's outputs: the calibrated probabilities (same argmax, so the same accuracy)
+            final = probs if fit is None else calibration.apply_temperature(probs, fit.temperature)
+            metrics = evaluate.compute_metrics(y_true, final, self.labels, paths=self.data.paths("test"))
+            if fit is not None:
+                ts = metrics["temperature_scaling"] = calibration.calibration_summary(y_true, probs, final,
+                                                                                         fit.temperature, fit)
+                self.log(f"calibration on the test split: ECE {ts['ece_before']:.4f} -> {ts['ece_after']:.4f}, "
+                         f"log loss {ts['log_loss_before']:.4f} -> {ts['log_loss_after']:.4f}")
             evaluate.write_metrics(metrics, self.out / "metrics.json")
         self.log(summary_table(self.state.history, metrics))
         return metrics

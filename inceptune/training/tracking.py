@@ -33,13 +33,17 @@ class BestEpoch:
     def __init__(self, state: RunState, folder: Path):
         self.state, self.folder = state, folder
 
-    def update(self, logs: dict, n: int, weights_file: str) -> None:
-        """Records epoch `n` (its weights in `weights_file`) if it is the best so far."""
+    def update(self, logs: dict, n: int, weights_file: str, *, ema: bool = False) -> bool:
+        """Records epoch `n` (its weights in `weights_file`) if it is the best so far; `ema`: the weights are the
+        epoch's EMA weights, and `logs` their metrics. Returns whether it was."""
         value = logs.get(self.state.run_monitor)
         if value is not None and improved(float(value), self.state.best, self.state.run_monitor):
             self.state.best = float(value)
-            self.state.best_weights, self.state.best_epoch = f"best-{n}.weights.npz", n
+            self.state.best_weights = f"best-{n}{'-ema' if ema else ''}.weights.npz"
+            self.state.best_epoch, self.state.best_ema = n, ema
             link_or_copy(self.folder / weights_file, self.folder / self.state.best_weights)
+            return True
+        return False
 
 
 class EarlyStopper:
