@@ -124,6 +124,8 @@ def find_cut(model) -> Cut:
             continue  # something downstream also needs a tensor from beside the cut
         weighted = [n for n in order if layers[n].weights]
         share = sum(1 for n in weighted if n in up) / max(len(weighted), 1)
+        if share == 0:
+            return Cut(None, "every layer with weights trains in this stage: nothing to compute once")
         if share < MIN_PREFIX_SHARE:
             return Cut(None, f"the deepest cacheable cut, {cand!r}, leaves {share:.0%} of the layers with weights "
                              f"upstream: too little to be worth caching (needs {MIN_PREFIX_SHARE:.0%})")
@@ -339,6 +341,13 @@ class _StageFitter:
             signature = [tf.TensorSpec((None,) + self.val[0].shape[1:], tf.float32),
                          tf.TensorSpec((None,) + self.val[1].shape[1:], tf.as_dtype(self.val[1].dtype))]
             self._test_step = tf.function(test_step, input_signature=signature)
+        from inceptune.distribute import current_strategy, replicated_step
+
+        strategy = current_strategy()  # `distribute:` the same train_step on every replica, gradients all-reduced
+        if strategy is not None:
+            self.jit = False
+            self._full_step = self._rest_step = replicated_step(strategy, train_step)
+            self._test_step = replicated_step(strategy, test_step)
 
     def fit_epoch(self, epoch: int, seed: int, batch_size: int, callbacks) -> dict:
         """One epoch over the cached training features in the image pipeline's batch order, then validation.
@@ -545,7 +554,7 @@ class CacheContext:
             os.rename(f, final)  # the whole entry appears at once
         also = f" (and {', '.join(c.layer for c in cuts[1:])} for later stages)" if len(cuts) > 1 else ""
         self.log(f"    cache miss: computed {total} feature maps at {cuts[0].layer}{also} in {seconds:.1f}s "
-                 f"({total / max(seconds, 1e-9):.1f} img/s) into {finals[0]}")
+                 f"({total / max(seconds, 1e-9):.1f} img/s) into {', '.join(str(f) for f in finals)}")
 
     def _compute(self, model, cuts: list, folders: list) -> tuple[int, float]:
         """One pass of the prefix over the images into `folders` (one per cut). Returns (feature maps, seconds)."""

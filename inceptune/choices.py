@@ -26,6 +26,14 @@ INSERT_BLOCKS = {
                   "filters_pool"),
 }
 
+# === distribution (`distribute:`, inceptune.distribute) ===
+
+# none: one device; auto: mirrored when more than one GPU is visible; mirrored: tf.distribute.MirroredStrategy (the
+# devices of one machine); multi-worker: tf.distribute.MultiWorkerMirroredStrategy (machines named by TF_CONFIG);
+# jax-data-parallel: keras.distribution.DataParallel on the JAX backend (refused: not implemented, see the module).
+DISTRIBUTE_STRATEGIES = ("none", "auto", "mirrored", "multi-worker", "jax-data-parallel")
+SCALE_LR_RULES = ("none", "linear")  # linear: each stage's lr times the replicas (Goyal et al. 2017)
+
 # === cache ===
 
 CACHE_MODES = ("auto", "off")

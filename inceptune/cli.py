@@ -108,7 +108,8 @@ def _cmd_train(args) -> int:
         raise _usage("train needs a RECIPE, an image folder or a CSV (or --resume with --out RUN_DIR)", "train")
     if args.resume and args.out is None:
         raise _usage("--resume needs --out RUN_DIR: the run folder to continue", "train")
-    run = train(args.recipe, out=args.out, overrides=args.set, resume=args.resume, force=args.force,
+    overrides = [*args.set, *([f"distribute.strategy={args.strategy}"] if args.strategy else [])]
+    run = train(args.recipe, out=args.out, overrides=overrides, resume=args.resume, force=args.force,
                 verbose=not args.quiet, backbone=args.backbone, epochs=args.epochs, image_size=args.image_size)
     if args.quiet and run.metrics:  # --quiet: the summary only
         from inceptune.training.records import summary_table
@@ -371,6 +372,8 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--image-size", type=int, help="with DIR|CSV: input side in pixels (default: the backbone's)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after its last complete epoch")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--strategy", metavar="S", help="distribute.strategy: none | auto | mirrored | multi-worker "
+                                                   "(several GPUs or machines; see README 'Beyond one device')")
     p.add_argument("--quiet", action="store_true", help="no progress: only the summary table and the run folder")
     p.set_defaults(func=_cmd_train)
 

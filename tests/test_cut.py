@@ -11,7 +11,7 @@ import pytest
 from helpers import backbone, make_image_folder, mini_recipe
 from helpers import images as random_images
 
-from inceptune import cache, export, freezing, selectors, surgery
+from inceptune import cache, calibration, export, freezing, selectors, surgery
 from inceptune.architectures import block_map, detect_architecture, load_backbone
 from inceptune.calibration import apply_temperature, model_temperature
 from inceptune.cli import main
@@ -78,7 +78,9 @@ def cut_run(tmp_path_factory):
     recipe = mini_recipe(data, cache="auto", stages=[{"name": "top", "train": "head,from:mixed2", "epochs": 2,
                                                       "lr": 1e-2}])
     recipe["model"]["cut"] = "mixed2"
-    return train(recipe, out=root / "run", verbose=False)
+    with pytest.MonkeyPatch.context() as mp:  # calibrate this tiny run's 12 validation images anyway
+        mp.setattr(calibration, "MIN_VALIDATION_IMAGES", 1)
+        return train(recipe, out=root / "run", verbose=False)
 
 
 def test_cut_run_trains_caches_calibrates_and_exports(cut_run, tmp_path):

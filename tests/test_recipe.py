@@ -252,7 +252,7 @@ def test_unknown_top_level_key_suggests_the_closest(images):
     d = _minimal(images)
     d["stage"] = d.pop("stages")
     assert _error(d) == ('stage: unknown key "stage" in the recipe. Allowed keys: data, model, stages, cache, seed, '
-                         'calibrate. HINT: did you mean "stages"?')
+                         'calibrate, precision. HINT: did you mean "stages"?')
 
 
 def test_unknown_stage_key_suggests_the_closest(images):
@@ -261,7 +261,7 @@ def test_unknown_stage_key_suggests_the_closest(images):
     assert _error(d) == (
         'stages[0].learning_rate: unknown key "learning_rate" in stage "head". Allowed keys: name, train, epochs, lr, '
         "optimizer, weight_decay, momentum, schedule, decay_rate, decay_steps, warmup_epochs, lr_mult, "
-        'early_stopping, batch_size. HINT: did you mean "decay_rate"?')
+        'early_stopping, batch_size, label_smoothing, clip_norm, ema. HINT: did you mean "decay_rate"?')
     d["stages"][0]["lr"] = 0.1
     del d["stages"][0]["learning_rate"]
     d["stages"][0]["optimiser"] = "adam"
@@ -498,8 +498,8 @@ def test_missing_file_empty_file_and_not_a_mapping(tmp_path):
                                               "path; recipes are YAML files such as examples/staged_top_blocks.yaml.")
     assert _error(_write(tmp_path, "# nothing\n")).startswith(f"{tmp_path / 'recipe.yaml'}: the recipe is empty.")
     assert _error(_write(tmp_path, "- a\n- b\n")).startswith(
-        f"{tmp_path / 'recipe.yaml'}: expected a mapping with the keys data, model, stages, cache, seed, calibrate at "
-        "the top of the recipe, got a list.")
+        f"{tmp_path / 'recipe.yaml'}: expected a mapping with the keys data, model, stages, cache, seed, calibrate, "
+        "precision at the top of the recipe, got a list.")
 
 
 def test_data_section_mistakes_are_checked_like_every_section(tmp_path, images):

@@ -36,15 +36,15 @@ def test_documented_defaults_match_the_dataclass(cls):
         if m:
             documented[m.group(1)] = m.group(2).strip("`")
     defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-    assert len(documented) == {DataConfig: 6, SplitConfig: 4}[cls]
+    assert len(documented) == {DataConfig: 8, SplitConfig: 4}[cls]
     assert all(str(defaults[k]) == v for k, v in documented.items()), (documented, defaults)
 
 
 @pytest.mark.parametrize("d, message", [
     ({"dir": "x", "split": {"val": "x"}}, 'data.split.val: expected a number between 0 and 1, got "x".'),
     ({"dir": "x", "splt": {}}, 'data.splt: unknown key "splt" in `data`. Allowed keys: dir, csv, manifest, '
-                               "image_size, resize, split, augment, balance, min_side, allow_outside, batch_size. "
-                               'HINT: did you mean "split"?'),
+                               "image_size, resize, split, augment, balance, min_side, allow_outside, batch_size, "
+                               'mixup, cutmix. HINT: did you mean "split"?'),
     ({"dir": "x", "csv": "y"}, "data: expected exactly one of dir, csv or manifest, got dir, csv"),
     ({"image_size": 299}, "data: expected exactly one of dir, csv or manifest, got none of them"),
     ({"dir": "x", "image_size": True}, "data.image_size: expected a whole number >= 1, got true. HINT: the input "

@@ -51,6 +51,12 @@ def test_end_to_end_two_stages(images_dir, tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x), run.model(x), atol=1e-6)
     assert any((run.dir / "tensorboard").rglob("*"))
+    # a handful of validation images is too few for a temperature: skipped, said so, nothing half-calibrated
+    num_val = sum(1 for r in csv.DictReader(open(run.dir / "manifest.csv")) if r["split"] == "val")
+    assert 0 < num_val < 100 and not (run.dir / "calibration.json").exists()
+    assert (f"calibration: skipped: {num_val} validation images, fewer than the 100 a reliable temperature needs"
+            in " ".join((run.dir / "log.txt").read_text().split()))
+    assert "temperature_scaling" not in run.metrics and loaded.layers[-1].name == "head_output"
     # never overwritten without --force
     with pytest.raises(InceptuneError, match="already exists and is not empty.*--resume.*--force"):
         train(mini_recipe(images_dir), out=run.dir, verbose=False)

@@ -120,6 +120,11 @@ def split_dataset(data, split: str, *, batch_size: int, image_size, resize: str 
     if not paths:
         raise DataError(f"split '{split}' is empty; nothing to build a dataset from. HINT: check data.split")
     ds = _order(data, split, seed=seed, balance=balance, shuffle=shuffle)
+    from inceptune.distribute import current_strategy
+
+    if current_strategy() is not None:  # tf.distribute rewrites the dataset's graph, which reseeds its shuffle ops:
+        # fix the epoch's order first, so that every replica count sees the batches one device would
+        ds = tf.data.Dataset.from_tensor_slices(np.fromiter(ds.as_numpy_iterator(), dtype=np.int64))
     if repeat:
         ds = ds.repeat()
     files = tf.constant(paths)

@@ -147,6 +147,8 @@ def recipe_to_dict(recipe: Recipe) -> dict:
         "seed": recipe.seed,
         "calibrate": recipe.calibrate,
         "precision": recipe.precision,
+        "distribute": {"strategy": recipe.distribute.strategy, "devices": list(recipe.distribute.devices),
+                       "scale_lr": recipe.distribute.scale_lr},
     }
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["Recipe", "DataConfig", "SplitConfig", "MixConfig", "ModelConfig", "HeadConfig", "SkipConfig",
-           "InsertConfig", "Stage", "EarlyStopping", "EmaConfig", "CacheConfig"]
+           "InsertConfig", "Stage", "EarlyStopping", "EmaConfig", "CacheConfig", "DistributeConfig"]
 
 # === data ===
 
@@ -69,9 +69,9 @@ class DataConfig:
         batch_size: int. Defaults to 32.
         mixup: MixConfig | None. Mixup (Zhang et al. 2018) of training batches: pixels and labels of image pairs
             blended with one weight; in a cached stage the cached features are blended instead (manifold mixup
-            at the cut, Verma et al. 2019: a different regulariser). Defaults to None (off).
+            at the cut, Verma et al. 2019: a different regulariser). Off when None. Defaults to None.
         cutmix: MixConfig | None. CutMix (Yun et al. 2019): a box of each image replaced by its partner's, the
-            labels mixed by area; image batches only. Defaults to None (off).
+            labels mixed by area; image batches only. Off when None. Defaults to None.
     """
 
     dir: str | None = None
@@ -309,6 +309,29 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class DistributeConfig:
+    """Data-parallel training on several devices or machines (`distribute:`; `inceptune.distribute`).
+
+    Keys:
+        strategy: str. `none` (one device), `auto` (`mirrored` when more than one GPU is visible, else `none`),
+            `mirrored` (tf.distribute.MirroredStrategy: the devices of one machine), `multi-worker`
+            (tf.distribute.MultiWorkerMirroredStrategy: the machines named by the `TF_CONFIG` environment
+            variable) or `jax-data-parallel` (refused: not implemented). Defaults to "none".
+        devices: list of str. The devices `mirrored` replicates the model on, e.g. [GPU:0, GPU:1]. Defaults to
+            []: every visible GPU (the CPU when there is none).
+        scale_lr: str. `none` (every stage's lr is used as written) or `linear` (multiplied by the number of
+            replicas: the rule for an lr tuned for one device's batch when the global batch grew with the
+            replicas). Defaults to "none".
+
+    `data.batch_size` (and `stages[i].batch_size`) is the global batch: each of R replicas computes batch / R.
+    """
+
+    strategy: str = "none"
+    devices: tuple[str, ...] = ()  # empty: MirroredStrategy's own choice (all GPUs, else the CPU)
+    scale_lr: str = "none"  # never rescaled silently: `linear` must be asked for
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe (DESIGN.md §6). Build it with `load_recipe`; write it with `dump_recipe`.
 
@@ -323,6 +346,7 @@ class Recipe:
         precision: str. `float32`, `mixed_float16` or `mixed_bfloat16` (Keras mixed-precision policy: layers
             compute in 16 bits, weights stay float32, the head's output layer computes in float32). Defaults to
             "float32".
+        distribute: see `DistributeConfig`. Defaults to strategy none (one device).
     """
 
     data: DataConfig
@@ -332,3 +356,4 @@ class Recipe:
     seed: int = 0
     calibrate: str = "temperature"  # the argmax never changes, so accuracy is untouched; needs a validation split
     precision: str = "float32"  # refused at the start of a run where the device cannot compute in it
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)

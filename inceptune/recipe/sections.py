@@ -10,15 +10,15 @@ import copy
 import re
 from typing import Any
 
-from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, CALIBRATION_METHODS, INSERT_BLOCKS,
-                               LABEL_SMOOTHING_MAX, MERGES, OPTIMIZERS, POOLINGS, PRECISIONS, PREPROCESS_MODES,
-                               SCHEDULES)
+from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, CALIBRATION_METHODS,
+                               DISTRIBUTE_STRATEGIES, INSERT_BLOCKS, LABEL_SMOOTHING_MAX, MERGES, OPTIMIZERS, POOLINGS,
+                               PRECISIONS, PREPROCESS_MODES, SCALE_LR_RULES, SCHEDULES)
 from inceptune.errors import SelectorError, closest
 from inceptune.recipe.checks import (REQUIRED_HINTS, boolean, check_keys, child, choice, error, expected, integer,
                                      mapping, number, sequence, show, string)
 from inceptune.recipe.data_section import data_config_from_dict
-from inceptune.recipe.schema import (CacheConfig, EarlyStopping, EmaConfig, HeadConfig, InsertConfig, ModelConfig,
-                                     Recipe, SkipConfig, Stage)
+from inceptune.recipe.schema import (CacheConfig, DistributeConfig, EarlyStopping, EmaConfig, HeadConfig,
+                                     InsertConfig, ModelConfig, Recipe, SkipConfig, Stage)
 from inceptune.selector_syntax import parse
 
 __all__ = ["recipe_from_dict", "TOP_KEYS", "WEIGHT_WORDS", "WEIGHT_SUFFIXES", "MODEL_FILE_SUFFIXES"]
@@ -28,7 +28,7 @@ WEIGHT_WORDS = ("imagenet", "none")
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
 MODEL_FILE_SUFFIXES = (".keras", ".h5")
 
-TOP_KEYS = ("data", "model", "stages", "cache", "seed", "calibrate", "precision")
+TOP_KEYS = ("data", "model", "stages", "cache", "seed", "calibrate", "precision", "distribute")
 _MODEL_KEYS = ("backbone", "weights", "image_size", "head", "skips", "insert", "batchnorm", "cut", "features",
                "preprocess")
 _HEAD_KEYS = ("pooling", "dense", "dropout")
@@ -40,6 +40,9 @@ _STAGE_KEYS = ("name", "train", "epochs", "lr", "optimizer", "weight_decay", "mo
 _EMA_KEYS = ("decay",)
 _EARLY_KEYS = ("monitor", "patience", "min_delta", "restore_best")
 _CACHE_KEYS = ("mode", "views", "dtype", "memory_budget_mb")
+_DISTRIBUTE_KEYS = ("strategy", "devices", "scale_lr")
+# a device as TensorFlow names it: GPU:0, /gpu:1, /device:CPU:0, /job:localhost/replica:0/task:0/device:GPU:1
+_DEVICE_RE = re.compile(r"(?:/job:[^/]+/replica:\d+/task:\d+)?/?(?:device:)?(cpu|gpu|tpu):(\d+)", re.IGNORECASE)
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -314,6 +317,39 @@ def _cache_from_value(value: Any, path: str = "cache") -> CacheConfig:
     )
 
 
+def _distribute_from_dict(value: Any, path: str = "distribute") -> DistributeConfig:
+    """`distribute:` a strategy name, or a mapping {strategy, devices, scale_lr}. Device names are checked for
+    form here and against the machine's devices when the run starts (`inceptune.distribute.setup_distribution`)."""
+    if value is None:
+        return DistributeConfig()
+    if isinstance(value, str):
+        value = {"strategy": value}
+    d = mapping(value, path, "a strategy name (none, auto, mirrored, multi-worker) or a mapping such as "
+                             "{strategy: mirrored, devices: [GPU:0, GPU:1]}")
+    check_keys(d, path, _DISTRIBUTE_KEYS)
+    strategy = choice(d.get("strategy", "none"), f"{path}.strategy", DISTRIBUTE_STRATEGIES, "strategy")
+    raw = d.get("devices") or []
+    raw = [raw] if isinstance(raw, str) else sequence(raw, f"{path}.devices")
+    devices = []
+    for i, dev in enumerate(raw):
+        key = f"{path}.devices[{i}]"
+        m = _DEVICE_RE.fullmatch(dev.strip()) if isinstance(dev, str) else None
+        if m is None:
+            raise expected(key, "a device name such as GPU:0 or CPU:0", dev, "list devices as TensorFlow names them, "
+                           "e.g. devices: [GPU:0, GPU:1]; leave devices out to use every visible GPU.")
+        name = f"{m.group(1).upper()}:{int(m.group(2))}"
+        if name in devices:
+            raise error(key, f"{show(name)} is listed twice; each device holds one replica.", "remove the repeat.")
+        devices.append(name)
+    if devices and strategy != "mirrored":
+        raise error(f"{path}.devices", f"devices are chosen by strategy mirrored only, got strategy {show(strategy)}.",
+                    "set distribute.strategy: mirrored, or remove devices (multi-worker uses every GPU of each "
+                    "machine in TF_CONFIG).")
+    return DistributeConfig(strategy=strategy, devices=tuple(devices),
+                            scale_lr=choice(d.get("scale_lr", "none"), f"{path}.scale_lr", SCALE_LR_RULES,
+                                            "learning-rate scaling rule"))
+
+
 def _calibrate(value: Any, key: str = "calibrate") -> str:
     if value is None or value is True:  # `calibrate: on` is YAML 1.1's true
         return "temperature"
@@ -333,4 +369,5 @@ def recipe_from_dict(raw: Any) -> Recipe:
         seed=integer(d.get("seed", 0), "seed", minimum=0, maximum=2**32 - 1),
         calibrate=_calibrate(d.get("calibrate", "temperature")),
         precision=choice(d.get("precision", "float32"), "precision", PRECISIONS, "precision"),
+        distribute=_distribute_from_dict(d.get("distribute"), "distribute"),
     )

@@ -12,8 +12,8 @@ from pathlib import Path
 __all__ = ["HISTORY_COLUMNS", "RunLog", "Phases", "history_csv", "summary_table"]
 
 # val_ema_*: the stage's EMA weights on the validation split (`stages[i].ema`), blank for stages without it
-HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "cached",
-                   "val_ema_loss", "val_ema_accuracy")
+HISTORY_COLUMNS = ("stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_ema_loss", "val_ema_accuracy",
+                   "lr", "seconds", "cached")
 
 
 class RunLog:

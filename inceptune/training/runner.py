@@ -28,6 +28,7 @@ from inceptune.architectures import block_map, check_backbone
 from inceptune.cache import CacheContext
 from inceptune.data import prepare
 from inceptune.data.sources import class_counts
+from inceptune.distribute import LOCAL, setup_distribution, worker_folder
 from inceptune.errors import InceptuneError, ModelLoadError, RecipeError, SelectorError, closest
 from inceptune.inference import predict_proba
 from inceptune.progress import Bar
@@ -107,8 +108,12 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
             raise InceptuneError(
                 f"cannot resume: {out} has no checkpoints/state.json (no complete epoch was recorded). "
                 f"HINT: start the run again without --resume (add --force to replace {out}).")
-        return _Runner(load_recipe(out / "recipe.yaml", list(overrides)), out, resume=True, verbose=verbose,
-                       stop_after_epochs=stop_after_epochs).run()
+        recipe = load_recipe(out / "recipe.yaml", list(overrides))
+        dist = setup_distribution(recipe.distribute)
+        if not dist.is_chief:
+            return _worker_run(recipe, out, dist, True, stop_after_epochs)
+        return _Runner(recipe, out, resume=True, verbose=verbose, stop_after_epochs=stop_after_epochs,
+                       dist=dist).run()
     notes = []
     if _is_data_source(recipe):
         default = _default_recipe(recipe, overrides, backbone, epochs, image_size)
@@ -120,12 +125,15 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
     # validate before touching the disk: the recipe, then what needs no data (DESIGN.md §8: fail fast)
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, list(overrides))
     check_model_section(recipe)
+    dist = setup_distribution(recipe.distribute)  # `distribute:`: devices, TF_CONFIG, the backend checked here
+    if not dist.is_chief:  # multi-worker: only the chief writes the run folder
+        return _worker_run(recipe, out, dist, False, stop_after_epochs)
     existed = out.exists()
     prepare_output_dir(out, force=force, kind="run", markers=("recipe.yaml", "checkpoints"),
                        hint="pass --resume to continue it, ")
     try:
         return _Runner(recipe, out, resume=False, verbose=verbose, stop_after_epochs=stop_after_epochs,
-                       notes=notes).run()
+                       notes=notes, dist=dist).run()
     except BaseException:
         # a run that fails before its first complete epoch leaves nothing behind but its error
         if not (out / "checkpoints" / "state.json").exists():
@@ -135,6 +143,15 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
             else:
                 shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _worker_run(recipe: Recipe, out: Path, dist, resume: bool, stop_after_epochs: int | None) -> Run:
+    """A non-chief worker of a multi-worker run: the same steps (every training step needs every worker), its
+    files written into a temporary folder that is removed at the end (`distribute.worker_folder`)."""
+    with worker_folder(out, resume) as folder:
+        run = _Runner(recipe, folder, resume=resume, verbose=False, stop_after_epochs=stop_after_epochs,
+                      dist=dist).run()
+    return dataclasses.replace(run, dir=out)
 
 
 def check_model_section(recipe: Recipe) -> None:
@@ -213,8 +230,9 @@ class _Runner:
     """One run of a recipe in a run folder; `run()` calls the steps in order."""
 
     def __init__(self, recipe: Recipe, out: Path, *, resume: bool, verbose: bool, stop_after_epochs: int | None,
-                 notes: list[str] = ()):
+                 notes: list[str] = (), dist=LOCAL):
         self.recipe, self.out, self.resume, self.verbose, self.notes = recipe, out, resume, verbose, list(notes)
+        self.dist = dist  # distribute.Distribution: the strategy whose scope builds, compiles and trains
         self.stop_after_epochs, self.epochs_run = stop_after_epochs, 0
         self.ckpt = out / "checkpoints"
         self.phases = Phases()
@@ -226,15 +244,16 @@ class _Runner:
     def run(self) -> Run:
         self._start()
         self._prepare_data()
-        self._build()
-        self._check_stages()
-        self._plan_caches()
-        try:
-            for index, stage in enumerate(self.recipe.stages):
-                if index >= self.state.stage:
-                    self._run_stage(index, stage)
-        except _StopRequested:
-            return Run(self.out, self.model, self.labels, None, self.state.history, self.recipe, self.log.lines)
+        with self.dist.scope():  # `distribute:` model, compiles, optimizers and every epoch (none: no scope)
+            self._build()
+            self._check_stages()
+            self._plan_caches()
+            try:
+                for index, stage in enumerate(self.recipe.stages):
+                    if index >= self.state.stage:
+                        self._run_stage(index, stage)
+            except _StopRequested:
+                return Run(self.out, self.model, self.labels, None, self.state.history, self.recipe, self.log.lines)
         return self._finish()
 
     # === steps ===
@@ -250,6 +269,10 @@ class _Runner:
             self.log(f"inceptune run in {self.out}")
         for note in self.notes:
             self.log(note)
+        for note in self.dist.notes:
+            self.log(note)
+        if self.dist.name != "none":
+            self.log(self.dist.summary(self.recipe.data.batch_size))
 
     def _prepare_data(self) -> None:
         cfg = self.recipe.data
@@ -346,6 +369,7 @@ class _Runner:
         from inceptune.training.model import compile_stage
 
         recipe, data = self.recipe, self.data
+        stage = self.dist.stage(stage)  # `distribute.scale_lr: linear`: lr times the replicas
         soft = needs_soft_labels(stage, recipe.data)
         batch_size = int(stage.batch_size or recipe.data.batch_size)
         balance = recipe.data.balance
@@ -364,7 +388,7 @@ class _Runner:
         if stage.lr_mult:
             self.log(f"    lr_mult: {stage.lr_mult}")
         for w in (*freeze_report.warnings, *self._random_backbone_warning(freeze_report),
-                  *self._footgun_warnings(index)):
+                  *self._footgun_warnings(index), *self.dist.batch_warnings(batch_size, len(data.paths("train")))):
             self.log(f"    warning: {w}")
         # built on the full model's variables, in their order, so the checkpointed optimizer state lines up
         # whether the stage trains the model or a cached suffix sharing its layers
@@ -588,6 +612,13 @@ class _Runner:
             return None
         if not self.has_val:
             self.log("calibration: no validation split, so no temperature was fitted (set data.split.val > 0)")
+            return None
+        num_val = len(self.data.label_ids("val"))
+        if num_val < calibration.MIN_VALIDATION_IMAGES:
+            self.log(f"calibration: skipped: {num_val} validation images, fewer than the "
+                     f"{calibration.MIN_VALIDATION_IMAGES} a reliable temperature needs (a smaller fit can make the "
+                     f"probabilities worse). HINT: give data.split.val more images, or set calibrate: none to "
+                     f"silence this.")
             return None
         with self.phases("calibration"):
             probs = self._split_probs("val")
