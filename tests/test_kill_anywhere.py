@@ -61,17 +61,36 @@ def _watch(proc, log: Path) -> list[tuple[float, str]]:
         time.sleep(0.02)
 
 
-def _windows(timeline, total: float) -> list[tuple[float, float]]:
-    """Five windows of the run: start-up to the first stage; the cache fill (the first stage's header to its first
-    epoch); the head epochs; the uncached epochs; the final save, test and report."""
-    def first(pred, default):
-        return next((t for t, line in timeline if pred(line)), default)
+_MARKERS = [None, lambda s: s.startswith("=== stage 1/"), lambda s: "head epoch 1/" in s,
+            lambda s: s.startswith("=== stage 2/"), lambda s: "all epoch 2/" in s]
 
-    stage1 = first(lambda s: s.startswith("=== stage 1/"), total * 0.3)
-    epoch1 = first(lambda s: "head epoch 1/" in s, stage1 + 1)
-    stage2 = first(lambda s: s.startswith("=== stage 2/"), epoch1 + 1)
-    last = first(lambda s: "all epoch 2/" in s, total - 1)
-    return [(0.2, stage1), (stage1, epoch1), (epoch1, stage2), (stage2, last), (last, total)]
+
+def _windows(timeline, total: float) -> list[tuple[float, float]]:
+    """Five windows of the run, each opened by a log line (`_MARKERS`): start-up to the first stage; the cache fill
+    (the first stage's header to its first epoch); the head epochs; the uncached epochs; the final save, test and
+    report. Returns the (start, end) seconds of each in the reference run."""
+    starts = [0.2]
+    for marker in _MARKERS[1:]:
+        starts.append(next((t for t, line in timeline if marker(line)), starts[-1] + 1))
+    return list(zip(starts, starts[1:] + [total]))
+
+
+def _kill_in_window(proc, log: Path, window: int, start: float, end: float, fraction: float) -> bool:
+    """SIGKILLs `proc` at `fraction` of the way through `window`, measured on this run's own log: waits for the
+    window's opening line, then for `fraction` of the reference window's length scaled by how much slower or
+    faster this run reached that line. Returns whether the run had already finished."""
+    t0, marker = time.monotonic(), _MARKERS[window]
+    while marker is not None and proc.poll() is None:
+        if log.exists() and any(marker(line) for line in log.read_text(errors="replace").splitlines()):
+            break
+        time.sleep(0.02)
+    reached = time.monotonic() - t0
+    speed = reached / start if marker is not None and start > 0.5 else 1.0
+    time.sleep(max(0.0, (start if marker is None else 0.0) + fraction * (end - start) * speed))
+    if proc.poll() is not None:
+        return True
+    os.kill(proc.pid, signal.SIGKILL)
+    return False
 
 
 def _phase(run: Path) -> str:
@@ -125,17 +144,15 @@ def test_kill_anywhere_then_resume(tmp_path):
     reference = json.loads((ref_dir / "metrics.json").read_text())
 
     rng = np.random.default_rng(16)
-    moments = [float(rng.uniform(a, max(b, a + 0.05))) for a, b in _windows(timeline, total)
-               for _ in range(KILLS_PER_WINDOW)]
+    kills = [(w, a, b, float(rng.uniform(0, 1))) for w, (a, b) in enumerate(_windows(timeline, total))
+             for _ in range(KILLS_PER_WINDOW)]
     report = []
-    for i, moment in enumerate(moments):
+    for i, (window, a, b, fraction) in enumerate(kills):
+        moment = a + fraction * (b - a)  # in the reference run's time, for the report
         run, env = tmp_path / f"killed-{i}", _env(tmp_path / f"cache-{i}")
         proc = subprocess.Popen(cmd + ["--out", str(run)], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(moment)
-        finished = proc.poll() is not None  # a busier machine than the reference run's: the run may be done
-        if not finished:
-            os.kill(proc.pid, signal.SIGKILL)
+        finished = _kill_in_window(proc, run / "log.txt", window, a, b, fraction)
         proc.wait(timeout=30)
         phase = "finished before the kill" if finished else _phase(run)
         partial = _check_every_file(run) if run.exists() else []
@@ -158,3 +175,5 @@ def test_kill_anywhere_then_resume(tmp_path):
         report.append(f"kill {i} at {moment:5.2f}s of {total:.1f}s: {phase!r}; {len(partial)} temporary file(s); "
                       f"{'--resume' if resumable else 'restarted with --force'}")
     print("\n".join(report))
+    # the kills landed inside the runs (timed on each run's own log), not after them
+    assert sum("the run had finished" in line for line in report) <= 2, report

@@ -252,7 +252,7 @@ def test_unknown_top_level_key_suggests_the_closest(images):
     d = _minimal(images)
     d["stage"] = d.pop("stages")
     assert _error(d) == ('stage: unknown key "stage" in the recipe. Allowed keys: data, model, stages, cache, seed, '
-                         'calibrate, precision. HINT: did you mean "stages"?')
+                         'calibrate, precision, distribute. HINT: did you mean "stages"?')
 
 
 def test_unknown_stage_key_suggests_the_closest(images):
@@ -499,7 +499,7 @@ def test_missing_file_empty_file_and_not_a_mapping(tmp_path):
     assert _error(_write(tmp_path, "# nothing\n")).startswith(f"{tmp_path / 'recipe.yaml'}: the recipe is empty.")
     assert _error(_write(tmp_path, "- a\n- b\n")).startswith(
         f"{tmp_path / 'recipe.yaml'}: expected a mapping with the keys data, model, stages, cache, seed, calibrate, "
-        "precision at the top of the recipe, got a list.")
+        "precision, distribute at the top of the recipe, got a list.")
 
 
 def test_data_section_mistakes_are_checked_like_every_section(tmp_path, images):
