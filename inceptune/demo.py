@@ -40,8 +40,8 @@ import numpy as np
 
 from inceptune._io import atomic_path, atomic_write_json, atomic_write_text, prepare_output_dir
 
-__all__ = ["SOURCE_RECIPE", "TRANSFER_STAGES", "SCRATCH_STAGES", "write_digits", "split_digits", "demo_recipes",
-           "pretrained_dir", "run_demo", "format_demo"]
+__all__ = ["SOURCE_RECIPE", "TRANSFER_STAGES", "SCRATCH_STAGES", "write_digits", "split_digits", "source_recipe",
+           "demo_recipes", "pretrained_dir", "run_demo", "format_table", "format_demo"]
 
 IMAGE_SIZE = 32  # inception_mini's minimum; the 8x8 digits are upsampled 4x
 SOURCE_DIGITS = ("0", "1", "2", "3", "4")
@@ -131,6 +131,15 @@ def split_digits(images_dir, *, labelled: int = LABELLED, validation: int = VALI
     return source, target
 
 
+def source_recipe(source_csv, *, quick: bool = False) -> dict:
+    """The pretraining recipe (``SOURCE_RECIPE`` reading ``source_csv``; fewer epochs with ``quick``)."""
+    source = copy.deepcopy(SOURCE_RECIPE)
+    source["data"]["csv"] = str(Path(source_csv).resolve())
+    if quick:
+        source["stages"][0]["epochs"] = QUICK["source_epochs"]
+    return source
+
+
 def demo_recipes(source_csv, target_csv, source_weights, *, quick: bool = False) -> dict:
     """The demo's three recipes as dicts, for ``load_recipe`` / ``train``.
 
@@ -142,13 +151,11 @@ def demo_recipes(source_csv, target_csv, source_weights, *, quick: bool = False)
     Returns:
         dict with keys ``pretrain``, ``transfer`` and ``scratch``.
     """
-    source = copy.deepcopy(SOURCE_RECIPE)
-    source["data"]["csv"] = str(Path(source_csv).resolve())
+    source = source_recipe(source_csv, quick=quick)
     target_data = {"csv": str(Path(target_csv).resolve()), "image_size": IMAGE_SIZE, "batch_size": 16,
                    "augment": "none"}  # digits must not be flipped; the split comes from the CSV
     transfer_stages, scratch_stages = copy.deepcopy(TRANSFER_STAGES), copy.deepcopy(SCRATCH_STAGES)
     if quick:
-        source["stages"][0]["epochs"] = QUICK["source_epochs"]
         for stage, epochs in zip(transfer_stages, QUICK["transfer_epochs"]):
             stage["epochs"] = epochs
         scratch_stages[0]["epochs"] = QUICK["scratch_epochs"]
@@ -288,9 +295,6 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
     Raises:
         InceptuneError: ``out`` exists and is not empty (without ``force``).
     """
-    from inceptune.data import load_image
-    from inceptune.export import export_model, verify_export
-    from inceptune.prediction import predict
     from inceptune.training import train  # imports Keras: demo (and the CLI) stay light
 
     t0 = time.time()
@@ -312,8 +316,7 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
         f"({out / 'target.csv'})")
 
     # === 1. pretraining, or its cache ===
-    source = _pretrain(demo_recipes(out / "source.csv", out / "target.csv", "unused", quick=quick)["pretrain"],
-                       source_rows, out / "pretrain", verbose, say)
+    source = _pretrain(source_recipe(out / "source.csv", quick=quick), source_rows, out / "pretrain", verbose, say)
     recipes = demo_recipes(out / "source.csv", out / "target.csv", source["weights"], quick=quick)
 
     # === 2. transfer and 3. from scratch: same model, same labelled images ===
@@ -330,18 +333,7 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
                       "seconds": round(time.time() - started, 1)})
     run = runs["transfer"]
 
-    # === predict a few target test images with the transferred model ===
-    test = [r for r in target_rows if r[2] == "test"]
-    picks = test[:: max(1, len(test) // 5)][:5]  # five test images spread over the digits
-    truth = {path: label for path, label, _ in picks}
-    shown = [{"path": p["path"], "true": truth.get(p["path"]), "top": [[lab, round(prob, 4)] for lab, prob in p["top"]]}
-             for p in predict(run, [path for path, _, _ in picks], top_k=3)]
-
-    # === export, verified on real test images ===
-    images = np.stack([load_image(path, IMAGE_SIZE) for path, _, _ in test[:8]]).astype(np.float32)
-    export_path = export_model(run.model, out / "export" / "digits.keras", format="keras",
-                               labels=run.labels, verify_images=images)
-    check = verify_export(export_path, "keras", run.model, images)
+    shown, export_path, check = _showcase(run, target_rows, out)
 
     result = {
         "data": "scikit-learn load_digits (real 8x8 handwritten digits)",
@@ -367,6 +359,24 @@ def run_demo(out="demo_run", *, quick: bool = False, force: bool = False, verbos
     say("")
     say(format_demo(result))
     return result
+
+
+def _showcase(run, target_rows: list, out: Path) -> tuple[list, Path, object]:
+    """Predicts five target test images with the transferred run and exports its model, verified on real test
+    images. Returns (predictions as demo.json shows them, the export path, the verification)."""
+    from inceptune.data import load_image
+    from inceptune.export import export_model, verify_export
+    from inceptune.prediction import predict
+
+    test = [r for r in target_rows if r[2] == "test"]
+    picks = test[:: max(1, len(test) // 5)][:5]  # five test images spread over the digits
+    truth = {path: label for path, label, _ in picks}
+    shown = [{"path": p["path"], "true": truth.get(p["path"]), "top": [[lab, round(prob, 4)] for lab, prob in p["top"]]}
+             for p in predict(run, [path for path, _, _ in picks], top_k=3)]
+    images = np.stack([load_image(path, IMAGE_SIZE) for path, _, _ in test[:8]]).astype(np.float32)
+    export_path = export_model(run.model, out / "export" / "digits.keras", format="keras",
+                               labels=run.labels, verify_images=images)
+    return shown, export_path, verify_export(export_path, "keras", run.model, images)
 
 
 def format_table(table: list[dict]) -> str:

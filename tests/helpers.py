@@ -107,3 +107,45 @@ def tiny_classifier(*, batchnorm: bool = False):
         bn.moving_mean.assign(np.linspace(-0.2, 0.2, 8).astype("float32"))
         bn.moving_variance.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
     return model
+
+
+def train_killed_and_resumed(recipe_path, tmp_path, *, kill_after: str, timeout: float = 300):
+    """Runs `inceptune train RECIPE` uninterrupted into `tmp_path/full`, then again into `tmp_path/killed`,
+    SIGKILLed 0.3 s after `history.csv` first holds `kill_after` (e.g. "all,1," for inside epoch 2 of stage
+    "all"), then `--resume`s that run to its end. Returns (full folder, killed folder, its state.json as it was
+    after the kill)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "inceptune", "train", str(recipe_path), "--quiet"]
+    full = subprocess.run(cmd + ["--out", str(tmp_path / "full")], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert full.returncode == 0, full.stderr
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            hist = killed / "history.csv"
+            if hist.exists() and kill_after in hist.read_text():
+                time.sleep(0.3)  # inside the next epoch
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "training finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "model.keras").exists()
+    state = json.loads((killed / "checkpoints" / "state.json").read_text())
+    resumed = subprocess.run([sys.executable, "-m", "inceptune", "train", "--resume", "--out", str(killed),
+                              "--quiet"], env=env, capture_output=True, text=True, timeout=timeout)
+    assert resumed.returncode == 0, resumed.stderr
+    return tmp_path / "full", killed, state

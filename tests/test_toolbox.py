@@ -3,18 +3,13 @@ clipping, mixed precision, and what the recipe, log and history say about them."
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from helpers import make_image_folder, mini_recipe
+from helpers import make_image_folder, mini_recipe, train_killed_and_resumed
 from scipy import stats
 
 from inceptune.cli import main
@@ -286,33 +281,8 @@ def test_resume_after_sigkill_with_ema_and_image_mixup_equals_the_uninterrupted_
     recipe["data"].update(batch_size=8, mixup={"alpha": 0.4, "prob": 0.7}, cutmix={"alpha": 1.0, "prob": 0.7})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "inceptune", "train", str(path), "--quiet"]
-    full = subprocess.run(cmd + ["--out", str(tmp_path / "full")], env=env, capture_output=True, text=True,
-                          timeout=400)
-    assert full.returncode == 0, full.stderr
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            hist = killed / "history.csv"
-            if hist.exists() and "all,2," in hist.read_text():
-                time.sleep(0.3)  # inside epoch 3 of stage 2
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "training finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    state = json.loads((killed / "checkpoints" / "state.json").read_text())
+    _, killed, state = train_killed_and_resumed(path, tmp_path, kill_after="all,2,", timeout=400)  # epoch 3
     assert state["stage"] == 1 and 2 <= state["epoch"] < 4 and state["ema_weights"]
-    resumed = subprocess.run([sys.executable, "-m", "inceptune", "train", "--resume", "--out", str(killed),
-                              "--quiet"], env=env, capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, resumed.stderr
     a = keras.saving.load_model(tmp_path / "full" / "model.keras", safe_mode=True)
     b = keras.saving.load_model(killed / "model.keras", safe_mode=True)
     for va, vb in zip(a.weights, b.weights):

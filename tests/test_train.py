@@ -1,18 +1,14 @@
 import csv
 import json
 import os
-import signal
 import stat
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import yaml
-from helpers import make_image_folder, mini_recipe
+from helpers import make_image_folder, mini_recipe, train_killed_and_resumed
 
 from inceptune.architectures import build_inception_mini
 from inceptune.errors import InceptuneError, RecipeError
@@ -164,34 +160,8 @@ def test_resume_after_sigkill_matches_uninterrupted(small_dir, tmp_path):
     ])
     recipe["data"]["batch_size"] = 8
     path = _write_recipe(tmp_path / "recipe.yaml", recipe)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "inceptune", "train", str(path), "--quiet"]
-    full = subprocess.run(cmd + ["--out", str(tmp_path / "full")], env=env, capture_output=True, text=True, timeout=300)
-    assert full.returncode == 0, full.stderr
-
-    killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(killed_dir)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            hist = killed_dir / "history.csv"
-            if hist.exists() and "all,1," in hist.read_text():
-                time.sleep(0.3)  # somewhere inside epoch 2 of stage 2
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "training finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert not (killed_dir / "model.keras").exists()
-    state = json.loads((killed_dir / "checkpoints" / "state.json").read_text())
+    _, killed_dir, state = train_killed_and_resumed(path, tmp_path, kill_after="all,1,")  # inside epoch 2
     assert state["stage"] == 1 and 1 <= state["epoch"] < 5
-    resumed = subprocess.run([sys.executable, "-m", "inceptune", "train", "--resume", "--out", str(killed_dir),
-                              "--quiet"], env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
     a, b = _weights(tmp_path / "full"), _weights(killed_dir)
     assert a.keys() == b.keys()
     for k in a:
