@@ -1,4 +1,4 @@
-"""The offline demo: transfer learning shown on real data that ships with scikit-learn, in under three minutes.
+"""The offline demo: transfer learning shown on real data that ships with scikit-learn, in about two minutes.
 
 The data is scikit-learn's ``load_digits``: 1,797 real 8×8 grey-level scans of handwritten digits (UCI "Optical
 Recognition of Handwritten Digits", 43 writers), bundled inside scikit-learn, so nothing is downloaded. Each is
@@ -19,7 +19,7 @@ The demo plays transfer learning end to end, with a small network standing in fo
 Then it prints a table (method, labelled images, test accuracy, wall time), predicts a few test images with the
 transferred model, exports it (``OUT/export/digits.keras``, verified on real test images) and ends with the
 command that trains on the user's own folder with ImageNet weights. ``OUT/demo.json`` records the numbers.
-``--quick`` pretrains on fewer images and epochs and tests on fewer images (under a minute).
+``--quick`` pretrains on fewer images and epochs and tests on fewer images (80 s against 132 s here).
 
 Example:
     >>> result = run_demo("demo_run")
