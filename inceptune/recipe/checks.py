@@ -20,7 +20,7 @@ from typing import Any
 from inceptune.errors import RecipeError, closest
 
 __all__ = ["show", "describe", "error", "expected", "child", "as_float", "number", "integer", "string", "boolean",
-           "choice", "mapping", "sequence", "check_keys", "REQUIRED_HINTS"]
+           "choice", "mapping", "sequence", "check_keys", "switch", "REQUIRED_HINTS"]
 
 # === Messages ===
 
@@ -178,6 +178,18 @@ def check_keys(d: dict, path: str, allowed: Iterable[str], required: Iterable[st
     for k in required:
         if d.get(k) is None:
             raise error(child(path, k), f"missing required key {show(k)} in {where}.", REQUIRED_HINTS.get(k))
+
+
+def switch(value: Any, path: str, keys: Iterable[str], example: str) -> dict | None:
+    """A section that is off (null or false), on with its defaults (true) or a mapping of `keys`
+    (`early_stopping`, `ema`, `data.mixup`, `data.cutmix`). Returns None (off), {} (defaults) or the mapping."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    d = mapping(value, path, f"a mapping such as {example}, true, or null")
+    check_keys(d, path, keys)
+    return d
 
 
 REQUIRED_HINTS = {

@@ -7,7 +7,7 @@ from typing import Any
 from inceptune.choices import AUGMENT_OPS, AUGMENT_PRESETS, BALANCE_MODES, FILL_MODES, RESIZE_MODES, SPLIT_METHODS
 from inceptune.errors import closest
 from inceptune.recipe.checks import (as_float, boolean, check_keys, choice, error, expected, integer, mapping, number,
-                                     show, string)
+                                     show, string, switch)
 from inceptune.recipe.schema import DataConfig, MixConfig, SplitConfig
 
 __all__ = ["data_config_from_dict", "split_config_from_dict", "mix_config_from_value", "parse_augment"]
@@ -90,13 +90,10 @@ def data_config_from_dict(value: Any, path: str = "data") -> DataConfig:
 
 def mix_config_from_value(value: Any, path: str, kind: str = "mixup") -> MixConfig | None:
     """`data.mixup` / `data.cutmix`: null or false (off), true (defaults) or a mapping {alpha, prob}."""
-    if value is None or value is False:
-        return None
     default = MixConfig(alpha=_MIX_ALPHA[kind])
-    if value is True:
-        return default
-    d = mapping(value, path, f"a mapping such as {{alpha: {default.alpha:g}, prob: 1.0}}, true, or null")
-    check_keys(d, path, MIX_KEYS)
+    d = switch(value, path, MIX_KEYS, f"{{alpha: {default.alpha:g}, prob: 1.0}}")
+    if d is None:
+        return None
     return MixConfig(
         alpha=number(d.get("alpha", default.alpha), f"{path}.alpha", low=0, low_open=True,
                      hint="the mixing weight is drawn from Beta(alpha, alpha), e.g. 0.2 for mixup, 1.0 for cutmix."),

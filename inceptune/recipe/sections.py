@@ -15,7 +15,7 @@ from inceptune.choices import (BATCHNORM_POLICIES, CACHE_DTYPES, CACHE_MODES, CA
                                PRECISIONS, PREPROCESS_MODES, SCALE_LR_RULES, SCHEDULES)
 from inceptune.errors import SelectorError, closest
 from inceptune.recipe.checks import (REQUIRED_HINTS, boolean, check_keys, child, choice, error, expected, integer,
-                                     mapping, number, sequence, show, string)
+                                     mapping, number, sequence, show, string, switch)
 from inceptune.recipe.data_section import data_config_from_dict
 from inceptune.recipe.schema import (CacheConfig, DistributeConfig, EarlyStopping, EmaConfig, HeadConfig,
                                      InsertConfig, ModelConfig, Recipe, SkipConfig, Stage)
@@ -185,12 +185,9 @@ def _model_from_dict(value: Any, path: str = "model") -> ModelConfig:
 
 
 def _early_from_dict(value: Any, path: str) -> EarlyStopping | None:
-    if value is None or value is False:
+    d = switch(value, path, _EARLY_KEYS, "{monitor: val_loss, patience: 3}")
+    if d is None:
         return None
-    if value is True:
-        return EarlyStopping()
-    d = mapping(value, path, "a mapping such as {monitor: val_loss, patience: 3}, true, or null")
-    check_keys(d, path, _EARLY_KEYS)
     return EarlyStopping(
         monitor=string(d.get("monitor", "val_loss"), f"{path}.monitor", "a metric name such as val_loss"),
         patience=integer(d.get("patience", 3), f"{path}.patience", minimum=0),
@@ -200,12 +197,9 @@ def _early_from_dict(value: Any, path: str) -> EarlyStopping | None:
 
 
 def _ema_from_dict(value: Any, path: str) -> EmaConfig | None:
-    if value is None or value is False:
+    d = switch(value, path, _EMA_KEYS, "{decay: 0.999}")
+    if d is None:
         return None
-    if value is True:
-        return EmaConfig()
-    d = mapping(value, path, "a mapping such as {decay: 0.999}, true, or null")
-    check_keys(d, path, _EMA_KEYS)
     return EmaConfig(decay=number(d.get("decay", EmaConfig.decay), f"{path}.decay", low=0, high=1, low_open=True,
                                   high_open=True, hint="the share of the average kept at each step, e.g. 0.999 "
                                                        "(about the last 1000 steps) or 0.99 for short stages."))
