@@ -28,20 +28,19 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from inceptune._io import atomic_write_json
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks (entries are still renamed into place whole)
     fcntl = None
 from inceptune.data import load_image
+from inceptune.feature_store import FeatureStore
 from inceptune.inference import compiled_forward
 from inceptune.progress import Bar
 
@@ -265,6 +264,13 @@ def entry_lock(folder: Path, *, wait: bool = True):
         os.close(fd)
 
 
+def _signature(arrays) -> list:
+    """`tf.TensorSpec`s of a batch's arrays with the batch dimension left open: one trace for every batch size."""
+    import tensorflow as tf
+
+    return [tf.TensorSpec((None,) + tuple(np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype)) for a in arrays]
+
+
 def _memory_budget_bytes(cfg) -> int:
     if cfg.memory_budget_mb:
         return int(float(cfg.memory_budget_mb) * 2**20)
@@ -292,6 +298,7 @@ class _StageFitter:
         self.reason = cut.reason
         self.suffix = None
         self.jit = False
+        self.traces = 0  # traces of the training step (one graph for every batch size; XLA: one more)
         self.features: dict = {}
         from inceptune.regularize import needs_soft_labels
 
@@ -330,24 +337,35 @@ class _StageFitter:
         self.jit = bool(big and self.stage.epochs >= JIT_MIN_EPOCHS)
 
         def train_step(*batch):
+            self.traces += 1  # Python runs this body only while TensorFlow traces it
             return suffix.train_step(batch)
 
         def test_step(*batch):
             return suffix.test_step(batch)
 
-        self._full_step = tf.function(train_step, jit_compile=self.jit)
-        self._rest_step = tf.function(train_step, reduce_retracing=True)
+        self._train_step = train_step
+        self._full_step = tf.function(train_step, jit_compile=True) if self.jit else None
+        self._step = None  # traced at the first batch, with its structure and a batch dimension of None
         if self.val is not None:  # one trace for the full and the last, smaller validation batches
-            signature = [tf.TensorSpec((None,) + self.val[0].shape[1:], tf.float32),
-                         tf.TensorSpec((None,) + self.val[1].shape[1:], tf.as_dtype(self.val[1].dtype))]
-            self._test_step = tf.function(test_step, input_signature=signature)
+            self._test_step = tf.function(test_step, input_signature=_signature(self.val))
         from inceptune.distribute import current_strategy, replicated_step
 
         strategy = current_strategy()  # `distribute:` the same train_step on every replica, gradients all-reduced
         if strategy is not None:
-            self.jit = False
-            self._full_step = self._rest_step = replicated_step(strategy, train_step)
+            self.jit, self._full_step = False, None
+            self._step = replicated_step(strategy, train_step)
             self._test_step = replicated_step(strategy, test_step)
+
+    def prepare(self) -> None:
+        """Reads (or computes) the stage's features and builds its suffix and compiled steps, before epoch 1."""
+        if self.active:
+            self._prepare()
+
+    def forward(self):
+        """The compiled inference function of this stage's suffix (`inference.compiled_forward`), traced once:
+        the final predictions on cached features (validation and test) all go through it."""
+        self._prepare()
+        return compiled_forward(self.suffix)
 
     def fit_epoch(self, epoch: int, seed: int, batch_size: int, callbacks) -> dict:
         """One epoch over the cached training features in the image pipeline's batch order, then validation.
@@ -396,7 +414,13 @@ class _StageFitter:
         """One optimizer step of the suffix on one batch; returns its metrics (running means since the last
         `suffix.reset_metrics()`)."""
         self._prepare()
-        return (self._full_step if len(batch[0]) == batch_size else self._rest_step)(*batch)
+        if self._full_step is not None and len(batch[0]) == batch_size:
+            return self._full_step(*batch)
+        if self._step is None:
+            import tensorflow as tf
+
+            self._step = tf.function(self._train_step, input_signature=_signature(batch))
+        return self._step(*batch)
 
     def validate(self, batch_size: int) -> dict:
         """Loss and metrics of the suffix on the cached validation features ({} without a validation split)."""
@@ -442,9 +466,22 @@ class CacheContext:
         self.hits = 0
         self.misses = 0
         self.seconds = 0.0  # time spent computing and loading features
+        self.forwarded = 0  # images run through a prefix by this run's fills
+        self.fitters: dict = {}
+        self._hashes: dict = {}
         h = hashlib.sha256()
         _hash_update_json(h, [[r["path"], r.get("hash"), r["split"], r["label"]] for r in data.rows])
         self.manifest_hash = h.hexdigest()
+        # augmented views depend on the training split's order, the augmentation, the seed and the batching
+        self.views_key = ""
+        if self.views > 1:
+            h = hashlib.sha256()
+            _hash_update_json(h, [[self._sha(r) for r in data.rows if r["split"] == "train"], self.augment,
+                                  self.seed, self.batch_size])
+            self.views_key = h.hexdigest()[:16]
+        h = hashlib.sha256()
+        _hash_update_json(h, [self.manifest_hash, self.views, self.views_key])
+        self.set_key = h.hexdigest()[:24]
 
     def targets(self, ids, soft: bool):
         """Class ids as the stage's loss wants them: as they are, or one-hot float32 (`soft`)."""
@@ -453,16 +490,49 @@ class CacheContext:
         return np.eye(self.data.num_classes, dtype="float32")[np.asarray(ids, dtype="int64")]
 
     def fitter(self, stage, stage_index: int, model, bmap=None) -> _StageFitter:
-        return _StageFitter(self, stage, stage_index, model, find_cut(model))
+        fitter = _StageFitter(self, stage, stage_index, model, find_cut(model))
+        if fitter.active:
+            self.fitters[fitter.cut.layer] = fitter  # the latest stage at each cut: its suffix predicts at the end
+        return fitter
 
-    def key(self, model, cut: Cut) -> str:
+    def prefix_key(self, model, cut: Cut) -> str:
+        """The feature store of `cut`: what the prefix computes for one image (never which images or splits)."""
         h = hashlib.sha256()
         cut_at = [layer.name for layer in model.layers].index(cut.layer)
         _hash_update_json(h, {"cut": cut_at, "prefix": _prefix_fingerprint(model, cut), "size": self.image_size,
-                              "resize": self.resize, "manifest": self.manifest_hash, "dtype": self.dtype,
-                              "views": self.views, "augment": self.augment if self.views > 1 else None,
-                              "seed": self.seed if self.views > 1 else None, "version": 2})
+                              "resize": self.resize, "dtype": self.dtype, "version": 3})
         return h.hexdigest()[:24]
+
+    def key(self, model, cut: Cut) -> str:
+        """The run's set of arrays at `cut` (relative to the cache root): the store, then the manifest's set."""
+        return f"{self.prefix_key(model, cut)}/sets/{self.set_key}"
+
+    def _items(self) -> dict[str, list[str]]:
+        """The store items of each array of a run's set: `train-<v>` per view, `val`, and `test` when cached."""
+        rows = self.data.rows
+        by_split = {s: [self._sha(r) for r in rows if r["split"] == s] for s in ("train", "val", "test")}
+        out = {}
+        for v in range(self.views):
+            out[f"train-{v}"] = ([f"aug:{self.views_key}:{v}:{sha}" for sha in by_split["train"]] if self.views > 1
+                                 else by_split["train"])
+        if self.val_y is not None:
+            out["val"] = by_split["val"]
+        if self.cache_test:
+            out["test"] = by_split["test"]
+        return out
+
+    def _sha(self, row) -> str:
+        """The row's content hash (the manifest's, or the file's SHA-256 when a hand-made manifest has none)."""
+        if row.get("hash"):
+            return row["hash"]
+        path = row["path"]
+        if path not in self._hashes:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            self._hashes[path] = h.hexdigest()
+        return self._hashes[path]
 
     def plan(self, model, stages, batchnorm: str, bmap=None) -> None:
         """Finds every stage's cut in advance (trainable flags are set per stage later by the trainer), so
@@ -504,95 +574,110 @@ class CacheContext:
             self.seconds += time.perf_counter() - t_start
 
     def _features(self, model, cut: Cut, stage_index: int) -> dict:
-        splits = ["train"] + (["val"] if self.val_y is not None else [])
-        folder = cache_root() / self.key(model, cut)
-        if (folder / "meta.json").exists():
-            return self._hit(folder, cut, splits)
-        with entry_lock(folder):
-            if (folder / "meta.json").exists():  # another run filled it while this one waited for the lock
-                return self._hit(folder, cut, splits)
+        store = FeatureStore(cache_root() / self.prefix_key(model, cut))
+        folder = store.set_folder(self.set_key)
+        if self._complete(folder):
+            return self._hit(folder, cut)
+        with entry_lock(store.folder):
+            if self._complete(folder):  # another run filled it while this one waited for the lock
+                return self._hit(folder, cut)
             with contextlib.ExitStack() as held:
                 # later stages' cuts that the same pass can fill: each under its own lock, taken without waiting
                 # (a run holding one fills it itself), so two runs never wait on each other in a circle
                 extras = []
                 for c in self._extras(stage_index, cut):
-                    f = cache_root() / self.key(model, c)
-                    if not (f / "meta.json").exists() and held.enter_context(entry_lock(f, wait=False)) \
-                            and not (f / "meta.json").exists():
-                        extras.append(c)
-                self._fill(model, [cut, *extras])
-        return self._load(folder, splits)
+                    s = FeatureStore(cache_root() / self.prefix_key(model, c))
+                    if not self._complete(s.set_folder(self.set_key)) \
+                            and held.enter_context(entry_lock(s.folder, wait=False)) \
+                            and not self._complete(s.set_folder(self.set_key)):
+                        extras.append((c, s))
+                self._fill(model, [(cut, store), *extras])
+        return self._load(folder)
 
-    def _hit(self, folder: Path, cut: Cut, splits) -> dict:
+    def _complete(self, folder: Path) -> bool:
+        """A set that exists whole and holds every array this run wants."""
+        try:
+            files = json.loads((folder / "meta.json").read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            return False
+        want = self._items()
+        return len(files["train"]) == self.views and all(s in files for s in want if not s.startswith("train"))
+
+    def _hit(self, folder: Path, cut: Cut) -> dict:
         self.hits += 1
         self.log(f"    cache hit: {folder} ({cut.layer})")
-        return self._load(folder, splits)
+        return self._load(folder)
 
     def _fill(self, model, cuts: list) -> None:
-        """Computes the entries of `cuts` in one pass over the images (the caller holds their locks).
+        """Computes what the stores of `cuts` (a list of (cut, store)) lack in one pass over those images, then
+        assembles this run's set in each (the caller holds the stores' locks)."""
+        items = self._items()
+        for _, store in cuts:
+            store.remove_incomplete()
+        indexes = [store.index() for _, store in cuts]
+        wanted = [item for name in items for item in items[name]]
+        missing = list(dict.fromkeys(i for i in wanted if any(i not in index for index in indexes)))
+        total, seconds = self._compute(model, cuts, set(missing)) if missing else (0, 0.0)
+        files = {"train": [f"train-{v}.npy" for v in range(self.views)],
+                 **{name: f"{name}.npy" for name in items if not name.startswith("train")}}
+        meta = {"files": files, "images": len(wanted), "computed": total, "dtype": self.dtype,
+                "seconds": round(seconds, 3)}
+        finals = [store.assemble(self.set_key, items, dict(meta, cut=c.layer)) for c, store in cuts]
+        also = f" (and {', '.join(c.layer for c, _ in cuts[1:])} for later stages)" if len(cuts) > 1 else ""
+        reused = len(set(wanted)) - len(missing)
+        if total:
+            self.misses += 1
+            self.log(f"    cache miss: computed {total} feature maps at {cuts[0][0].layer}{also} in {seconds:.1f}s "
+                     f"({total / max(seconds, 1e-9):.1f} img/s)"
+                     + (f", {reused} already stored" if reused else "")
+                     + f" into {', '.join(str(f) for f in finals)}")
+        else:
+            self.hits += 1
+            self.log(f"    cache hit: the features of all {reused} images at {cuts[0][0].layer}{also} were stored "
+                     f"by earlier runs (other splits): assembled into {', '.join(str(f) for f in finals)}, no "
+                     "image pass")
 
-        Each entry is written whole into a staging folder beside it and renamed into place at the end, `meta.json`
-        inside: an entry folder exists complete or not at all, whatever kills the process or whoever else fills
-        the same cache."""
-        self.misses += 1
-        root = cache_root()
-        finals = [root / self.key(model, c) for c in cuts]
-        folders = [f.with_name(f".{f.name}.{os.getpid()}.partial") for f in finals]
-        for final, f in zip(finals, folders):
-            for stale in root.glob(f".{final.name}.*.partial"):  # left by a killed run (we hold the lock)
-                shutil.rmtree(stale, ignore_errors=True)
-            if final.exists():  # a folder without meta.json: an older version's interrupted fill
-                shutil.rmtree(final, ignore_errors=True)
-            f.mkdir(parents=True)
-        try:
-            total, seconds = self._compute(model, cuts, folders)
-        except BaseException:
-            for f in folders:
-                shutil.rmtree(f, ignore_errors=True)
-            raise
-        for f, final in zip(folders, finals):
-            os.rename(f, final)  # the whole entry appears at once
-        also = f" (and {', '.join(c.layer for c in cuts[1:])} for later stages)" if len(cuts) > 1 else ""
-        self.log(f"    cache miss: computed {total} feature maps at {cuts[0].layer}{also} in {seconds:.1f}s "
-                 f"({total / max(seconds, 1e-9):.1f} img/s) into {', '.join(str(f) for f in finals)}")
+    def _compute(self, model, cuts: list, missing: set) -> tuple[int, float]:
+        """One pass of the prefix over the images whose items are `missing`, one new shard per store.
 
-    def _compute(self, model, cuts: list, folders: list) -> tuple[int, float]:
-        """One pass of the prefix over the images into `folders` (one per cut). Returns (feature maps, seconds)."""
+        Returns:
+            (feature maps computed, seconds).
+        """
         import keras
 
-        prefix = keras.Model(model.inputs, [model.get_layer(c.layer).output for c in cuts], name=f"{model.name}_prefix")
+        prefix = keras.Model(model.inputs, [model.get_layer(c.layer).output for c, _ in cuts],
+                             name=f"{model.name}_prefix")
         forward = compiled_forward(prefix)
-        with_test = self.cache_test
-        total = (len(self.train_y) * self.views + (len(self.val_y) if self.val_y is not None else 0)
-                 + (self.test_n if with_test else 0))
+        stores = [store for _, store in cuts]
+        rows = self.data.rows
+        plain = {}  # sha -> path, unaugmented items in manifest order (each content once)
+        for r in rows:
+            sha = self._sha(r)
+            if sha in missing and sha not in plain:
+                plain[sha] = r["path"]
+        train_items = self._items()
+        views = [v for v in range(self.views) if self.views > 1
+                 and any(i in missing for i in train_items[f"train-{v}"])]
+        total = len(plain) + sum(len(train_items[f"train-{v}"]) for v in views)
         t0 = time.time()
-        bar = Bar(total, f"caching features at {', '.join(c.layer for c in cuts)}", show=self.progress)
-        files: dict = {"train": []}
-        for v in range(self.views):
-            if self.views > 1:  # augmented views: the training pipeline's augmentation, seeded per view
-                ds = self.data.dataset("train", batch_size=self.batch_size, image_size=self.image_size,
-                                       resize=self.resize, shuffle=False, augment=self.augment,
-                                       seed=self.seed * 7919 + v)
-            else:
-                ds = decoded_batches(self.data.paths("train"), self.image_size, self.resize, self.batch_size)
-            name = f"train-{v}.npy"
-            extract_features(forward, ds, len(self.train_y), [f / name for f in folders], self.dtype, bar.update)
-            files["train"].append(name)
-        if self.val_y is not None:
-            ds = decoded_batches(self.data.paths("val"), self.image_size, self.resize, self.batch_size)
-            extract_features(forward, ds, len(self.val_y), [f / "val.npy" for f in folders], self.dtype, bar.update)
-            files["val"] = "val.npy"
-        if with_test:
-            ds = decoded_batches(self.data.paths("test"), self.image_size, self.resize, self.batch_size)
-            extract_features(forward, ds, self.test_n, [f / "test.npy" for f in folders], self.dtype, bar.update)
-            files["test"] = "test.npy"
+        bar = Bar(total, f"caching features at {', '.join(c.layer for c, _ in cuts)}", show=self.progress)
+        passes = []
+        if plain:
+            passes.append((list(plain), decoded_batches(list(plain.values()), self.image_size, self.resize,
+                                                        self.batch_size)))
+        for v in views:  # augmented views: the training pipeline's augmentation, seeded per view, whole
+            passes.append((train_items[f"train-{v}"],
+                           self.data.dataset("train", batch_size=self.batch_size, image_size=self.image_size,
+                                             resize=self.resize, shuffle=False, augment=self.augment,
+                                             seed=self.seed * 7919 + v)))
+        for names, batches in passes:
+            shards = [store.new_shard() for store in stores]
+            extract_features(forward, batches, len(names), shards, self.dtype, bar.update)
+            for shard in shards:
+                FeatureStore.commit(shard, names)
         bar.close()
-        seconds = time.time() - t0
-        for c, f in zip(cuts, folders):
-            meta = {"cut": c.layer, "files": files, "images": total, "seconds": round(seconds, 3),
-                    "images_per_second": round(total / max(seconds, 1e-9), 2), "dtype": self.dtype}
-            atomic_write_json(f / "meta.json", meta)  # written last: a folder without it is recomputed
-        return total, seconds
+        self.forwarded += total
+        return total, time.time() - t0
 
     def predict(self, model, split: str = "test", batch_size: int = 64):
         """`model`'s outputs for a split, computed from cached features when a planned cut's stored prefix is
@@ -610,20 +695,23 @@ class CacheContext:
             if split not in meta["files"]:
                 continue
             feats = np.load(folder / meta["files"][split], mmap_mode="r")
-            suffix = suffix_model(model, cut)  # held here: the compiled function refers to it weakly
-            forward = compiled_forward(suffix)
+            # the suffix the stage trained and its compiled forward, already traced when an earlier split
+            # (validation) was predicted: the final passes add no model and no trace
+            fitter = self.fitters.get(cut.layer)
+            suffix = fitter.suffix if fitter is not None and fitter.suffix is not None else suffix_model(model, cut)
+            forward = compiled_forward(suffix)  # `suffix` is held here: the function refers to it weakly
             outs = [np.asarray(forward(np.asarray(feats[i:i + batch_size], dtype="float32")))
                     for i in range(0, len(feats), batch_size)]
             return np.concatenate(outs), cut.layer
         return None
 
-    def _load(self, folder: Path, splits) -> dict:
+    def _load(self, folder: Path) -> dict:
         meta = json.loads((folder / "meta.json").read_text())
-        out = {}
-        sizes = sum((folder / f).stat().st_size for f in meta["files"]["train"])
-        sizes += (folder / meta["files"]["val"]).stat().st_size if "val" in meta["files"] else 0
+        files = meta["files"]
+        sizes = sum((folder / f).stat().st_size for f in files["train"])
+        sizes += (folder / files["val"]).stat().st_size if "val" in files else 0
         mode = None if sizes <= self.budget else "r"  # in memory under the budget, memory-mapped above it
-        out["train"] = [np.load(folder / f, mmap_mode=mode) for f in meta["files"]["train"]]
-        if "val" in splits and "val" in meta["files"]:
-            out["val"] = np.load(folder / meta["files"]["val"], mmap_mode=mode)
+        out = {"train": [np.load(folder / f, mmap_mode=mode) for f in files["train"]]}
+        if "val" in files:
+            out["val"] = np.load(folder / files["val"], mmap_mode=mode)
         return out

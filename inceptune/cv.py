@@ -150,9 +150,11 @@ def _val_metrics(run, data_cfg, manifest_rows: list[dict], image_size: int, batc
     val = [r for r in manifest_rows if r["split"] == "val"]
     index = {name: i for i, name in enumerate(run.labels)}
     y = np.array([index[r["label"]] for r in val], dtype=np.int64)
-    ds = _data.files_dataset([r["path"] for r in val], batch_size=batch_size, image_size=image_size,
-                             resize=data_cfg.resize)
-    probs = predict_proba(run.model, ds)
+    probs = run.val_probs  # computed by the run from its cached features; else one pass over the images
+    if probs is None or len(probs) != len(y):
+        ds = _data.files_dataset([r["path"] for r in val], batch_size=batch_size, image_size=image_size,
+                                 resize=data_cfg.resize)
+        probs = predict_proba(run.model, ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         m = compute_metrics(y, probs, run.labels, keep_predictions=False)

@@ -63,6 +63,7 @@ class Run:
     history: list
     recipe: object
     log: list = dataclasses.field(default_factory=list)
+    val_probs: object = None  # the model's outputs on the validation split when the run computed them (cached)
 
     @property
     def model_path(self) -> Path:
@@ -404,6 +405,8 @@ class _Runner:
         fitter = self.cache.fitter(stage, index, self.model, self.bmap) if self.cache is not None else None
         if fitter is not None and fitter.reason:
             self.log(f"    cache: {fitter.reason}")
+        if fitter is not None:  # the feature pass and the suffix's steps before epoch 1, so its time is an epoch's
+            fitter.prepare()
         for line in self._toolbox_lines(stage, fitter is not None and fitter.active):
             self.log(f"    {line}")
         ema = self._stage_ema(stage, start_epoch)
@@ -584,6 +587,7 @@ class _Runner:
             self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}"
                      + (" (its EMA weights)" if state.best_ema else ""))
         fit = self._calibrate()
+        val_probs = self._val_probs(fit)
         with self.phases("save"):
             self._save_model()
         metrics = self._test(fit) if self.has_test else None
@@ -599,7 +603,20 @@ class _Runner:
             self.phases.add("features", self.cache.seconds)
         self.log(self.phases.line())
         return Run(out, self.calibrated or self.model, self.labels, metrics, state.history, self.recipe,
-                   self.log.lines)
+                   self.log.lines, val_probs)
+
+    def _val_probs(self, fit):
+        """The saved model's outputs on the validation split, when cached features give them without an image
+        pass (cross-validation scores its folds with them); else None."""
+        if not self.has_val:
+            return None
+        probs = self._val_uncalibrated
+        if probs is None and self.cache is not None:
+            cached = self.cache.predict(self.model, "val")
+            probs = cached[0] if cached is not None else None
+        if probs is None:
+            return None
+        return probs if fit is None else calibration.apply_temperature(probs, fit.temperature)
 
     def _calibrate(self):
         """`calibrate: temperature`: fits T on the validation split; the saved model gets it as its last layers.
@@ -607,7 +624,7 @@ class _Runner:
         Returns:
             calibration.TemperatureFit or None (calibration off, or no validation split).
         """
-        self.calibrated = None
+        self.calibrated = self._val_uncalibrated = None
         if self.recipe.calibrate == "none":
             return None
         if not self.has_val:
@@ -621,7 +638,7 @@ class _Runner:
                      f"silence this.")
             return None
         with self.phases("calibration"):
-            probs = self._split_probs("val")
+            probs = self._val_uncalibrated = self._split_probs("val")
             fit = calibration.fit_temperature(probs, self.data.label_ids("val"))
             self.calibrated = calibration.calibrate_model(self.model, fit.temperature)
             atomic_write_text(self.out / "calibration.json", json.dumps(
