@@ -1,51 +1,89 @@
-"""The seeds' fine-tuning recipe, plain Keras (A) against `inceptune train` with `cache: auto` (B), side by side.
+"""The seeds' fine-tuning recipe: plain Keras (A, A') against `inceptune train` (B) and B's floor, in one run.
 
-Same machine, same data (generated, 5 visually distinct classes), same split (one manifest), same initial
-backbone weights (random, saved once and loaded by both), same seed. The seeds' recipe:
+Every figure is a whole process, timed from its start to its exit, as a user runs it:
 
-    stage 1: backbone frozen, new head (GAP -> Dense(1024) -> Dense(classes)), Adam 1e-3, 10 epochs
-    stage 2: unfreeze the top blocks (base_model.layers[249:] = mixed9, mixed10), recompile at 1e-4, 5 epochs
+    A   plain Keras as the seeds write it: frozen InceptionV3, new head (GAP -> Dense(1024) -> Dense(classes)),
+        Adam 1e-3 for 10 epochs; then `base_model.layers[249:]` (mixed9, mixed10) unfrozen, Adam 1e-4, 5 epochs;
+        `model.fit` on images every epoch, BatchNorm layers of the unfrozen blocks updating their statistics.
+    A'  the same with BatchNorm kept in inference mode (the fix Keras's transfer-learning guide gives).
+    B   `inceptune train recipe.yaml` of the same recipe (`batchnorm: frozen`, `cache: auto`, an empty cache).
+    floor  what a cached run cannot avoid, each part measured alone: starting Python and importing TensorFlow,
+        one pass of the frozen prefix over every image at the compiled-forward rate (decoded images in memory),
+        and each stage's training steps and validation on the features at their steady rate (after the first,
+        tracing epoch), times its epochs.
 
-A runs it as the seeds write it (`model.fit` on images every epoch). B runs the equivalent recipe through
-inceptune, whose feature cache computes the frozen prefix once per stage. Prints both wall times, A/B, both
-test accuracies; then forward throughput at 299x299 of the compiled path and of `model.predict`, and the
-fraction of this CPU's FP32 peak the compiled path reaches (InceptionV3 ~5.7 G multiply-adds per image).
+Same data, same split (one manifest), same initial backbone (saved once, loaded by all), same initial head and
+the same batch order in every epoch, so A' and B compute the same thing and their test accuracies can be
+compared (the accuracy column: the last epoch's model for A/A', the model B keeps, chosen by val_loss).
 
-Run:  .venv/bin/python benchmarks/seed_recipe.py            (about 16 minutes on 2 cores)
-      .venv/bin/python benchmarks/seed_recipe.py --quick    (a smoke run)
+Data: Fashion-MNIST (70,000 real 28x28 images, Debian package `dataset-fashion-mnist`) when it is installed,
+else generated images of 5 distinct classes. ImageNet weights cannot be downloaded here: the backbone is a
+random InceptionV3 whose BatchNorm statistics are set from one pass over training images (`calibrate_batchnorm`).
+
+The second table: how B grows with images and epochs, A at the other sizes estimated from its own per-epoch
+times measured there (a run of one epoch per stage).
+
+Run:  .venv/bin/python benchmarks/seed_recipe.py            (about 20 minutes on 2 cores)
+      .venv/bin/python benchmarks/seed_recipe.py --quick    (a smoke run of every part, ~4 minutes)
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 
 import numpy as np  # noqa: E402
 
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+TOP_FROM = 249  # base_model.layers[249:] is mixed9 and mixed10 (B's `from:mixed9`)
 
-def _peak_gflops() -> tuple[float, str]:
-    """FP32 peak: cores x GHz x 32 FLOP/cycle (two 8-wide AVX2 FMA units) — the usual x86 server figure."""
-    mhz = None
-    flags = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("cpu MHz") and mhz is None:
-                mhz = float(line.split(":")[1])
-            if line.startswith("flags") and not flags:
-                flags = line
-    except OSError:
-        pass
-    ghz = (mhz or 2500.0) / 1000.0
-    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 16
-    cores = os.cpu_count() or 1
-    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
+
+# === data and the shared starting point (not timed) ===
+
+def _fashion_images(n: int, seed: int = 0):
+    """n Fashion-MNIST training images (a class-balanced random draw) as (uint8 28x28 arrays, labels)."""
+    names = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        if not any((FASHION / f"{stem}{ext}").exists() for ext in (".gz", "")):
+            return None
+    def read(stem, offset):
+        path = FASHION / f"{stem}.gz"
+        raw = gzip.open(path).read() if path.exists() else (FASHION / stem).read_bytes()
+        return np.frombuffer(raw, np.uint8, offset=offset)
+
+    x = read("train-images-idx3-ubyte", 16).reshape(-1, 28, 28)
+    y = read("train-labels-idx1-ubyte", 8)
+    rng = np.random.default_rng(seed)
+    per = n // 10
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), per, replace=False) for c in range(10)])
+    return x[idx], [names[c] for c in y[idx]]
+
+
+def write_images(folder: Path, n: int, size: int) -> str:
+    """n images in class folders; returns which data it is."""
+    from PIL import Image
+
+    found = _fashion_images(n)
+    if found is None:
+        from helpers import make_image_folder
+
+        make_image_folder(folder, classes=5, per_class=n // 5, size=size)
+        return f"generated images, 5 classes, {size}x{size}"
+    for i, (img, label) in enumerate(zip(*found)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).convert("RGB").save(folder / label / f"{i:05d}.png")
+    return "Fashion-MNIST, 10 classes, 28x28 resized to the input"
 
 
 def calibrate_batchnorm(base, data, size, n=64):
@@ -65,205 +103,281 @@ def calibrate_batchnorm(base, data, size, n=64):
         bn.momentum = m
 
 
-def plain_keras(data, size, weights_path, labels, head_init, epochs=(10, 5), batch=32, seed=0, freeze_bn=False):
-    """The seeds' code, with the data already split (the same manifest as inceptune's run).
+def setup(work: Path, n: int, size: int, epochs) -> dict:
+    """Images, the manifest (split once), the backbone weights, B's initial head, and the recipe files."""
+    import keras
+    import yaml
 
-    Two things are made identical to B so that the two runs compute the same thing and their accuracies can
-    be compared: the head starts from the same initial weights (`head_init`), and every epoch sees the training
-    images in the same order as B's epoch (inceptune seeds each epoch's shuffle by (seed, stage, epoch)). The
-    order is delivered as one dataset per stage, read by ONE `fit(epochs=...)` call per stage with
-    `steps_per_epoch` (Keras 3 then carries the iterator across epochs), as the seeds write it.
-    """
+    from inceptune.data import DataConfig, SplitConfig, prepare
+    from inceptune.recipe import load_recipe
+    from inceptune.training import build_model
+
+    what = write_images(work / "images", n, size)
+    # a third of the images test the models: enough that 2 points of accuracy are several images
+    data = prepare(DataConfig(dir=str(work / "images"), split=SplitConfig(val=0.1, test=1 / 3, seed=0)),
+                   work / "prep", progress=False)
+    keras.utils.set_random_seed(0)
+    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
+    calibrate_batchnorm(base, data, size)
+    base.save_weights(work / "backbone.weights.h5")
+    recipe = {
+        "data": {"manifest": str(work / "prep" / "manifest.csv"), "image_size": size, "batch_size": 32},
+        "model": {"backbone": "inception_v3", "weights": str(work / "backbone.weights.h5"),
+                  "head": {"dense": [1024]}, "batchnorm": "frozen"},
+        "stages": [{"name": "head", "train": "head", "epochs": epochs[0], "lr": 1e-3},
+                   {"name": "top", "train": "head,from:mixed9", "epochs": epochs[1], "lr": 1e-4}],
+        "cache": "auto", "calibrate": "none", "seed": 0,
+    }
+    (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    initial = build_model(load_recipe(recipe).model, data.num_classes, size, seed=0)
+    np.savez(work / "head_init.npz", **{f"{name}_{i}": w for name in ("head_dense_0", "head_output")
+                                        for i, w in enumerate(initial.get_layer(name).get_weights())})
+    counts = {s: len(data.paths(s)) for s in ("train", "val", "test")}
+    return {"data": what, "counts": counts, "size": size, "epochs": list(epochs)}
+
+
+# === the measured processes ===
+
+def child_plain(work: Path, size: int, epochs, freeze_bn: bool) -> dict:
+    """A / A': the seeds' code on the prepared split, in this process (timed by the parent)."""
+    t_start = time.perf_counter()
     import keras
     from keras.applications.inception_v3 import InceptionV3, preprocess_input
 
+    from inceptune.data import DataConfig, prepare
     from inceptune.training import epoch_seed
 
-    keras.utils.set_random_seed(seed)
+    data = prepare(DataConfig(manifest=str(work / "prep" / "manifest.csv")), None, progress=False)
+    keras.utils.set_random_seed(0)
     base = InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
-    base.load_weights(weights_path)
+    base.load_weights(work / "backbone.weights.h5")
     x = keras.layers.GlobalAveragePooling2D()(base.output)
     hidden = keras.layers.Dense(1024, activation="relu")
-    out_layer = keras.layers.Dense(len(labels), activation="softmax")
-    out = out_layer(hidden(x))
-    model = keras.Model(base.input, out)
-    hidden.set_weights(head_init["head_dense_0"])
-    out_layer.set_weights(head_init["head_output"])
-    steps = data.steps_per_epoch("train", batch)
+    out_layer = keras.layers.Dense(data.num_classes, activation="softmax")
+    model = keras.Model(base.input, out_layer(hidden(x)))
+    init = np.load(work / "head_init.npz")
+    hidden.set_weights([init["head_dense_0_0"], init["head_dense_0_1"]])
+    out_layer.set_weights([init["head_output_0"], init["head_output_1"]])
+    steps = data.steps_per_epoch("train", 32)
 
-    def train_stage(stage, n_epochs):
+    def stage_data(stage, n_epochs):
+        # every epoch's batches in B's order (inceptune seeds each epoch's shuffle by (seed, stage, epoch)),
+        # read by ONE fit(epochs=...) per stage, as the seeds write it
         ds = None
         for e in range(n_epochs):
-            d = data.dataset("train", batch_size=batch, image_size=size, seed=epoch_seed(seed, stage, e))
+            d = data.dataset("train", batch_size=32, image_size=size, seed=epoch_seed(0, stage, e))
             ds = d if ds is None else ds.concatenate(d)
         return ds.map(lambda im, y: (preprocess_input(im), y))
 
-    val = data.dataset("val", batch_size=batch, image_size=size).map(lambda im, y: (preprocess_input(im), y))
+    class Times(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.t = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t.append(time.perf_counter())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.t[-1] = time.perf_counter() - self.t[-1]
+
+    val = data.dataset("val", batch_size=32, image_size=size).map(lambda im, y: (preprocess_input(im), y))
     for layer in base.layers:
         layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    h1 = model.fit(train_stage(0, epochs[0]), validation_data=val, epochs=epochs[0], steps_per_epoch=steps, verbose=0)
-    assert base.layers[248].name == "mixed8"  # layers[249:] is mixed9 and mixed10, B's from:mixed9
-    for layer in base.layers[249:]:
-        # freeze_bn: the fix Keras's transfer-learning guide gives, BatchNorm layers kept in inference mode
+    t_fit = time.perf_counter()
+    times = [Times(), Times()]
+    model.fit(stage_data(0, epochs[0]), validation_data=val, epochs=epochs[0], steps_per_epoch=steps, verbose=0,
+              callbacks=[times[0]])
+    assert base.layers[TOP_FROM - 1].name == "mixed8"
+    for layer in base.layers[TOP_FROM:]:
         layer.trainable = not (freeze_bn and isinstance(layer, keras.layers.BatchNormalization))
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    h2 = model.fit(train_stage(1, epochs[1]), validation_data=val, epochs=epochs[1], steps_per_epoch=steps, verbose=0)
-    test = data.dataset("test", batch_size=batch, image_size=size).map(lambda im, y: (preprocess_input(im), y))
+    model.fit(stage_data(1, epochs[1]), validation_data=val, epochs=epochs[1], steps_per_epoch=steps, verbose=0,
+              callbacks=[times[1]])
+    t_test = time.perf_counter()
+    test = data.dataset("test", batch_size=32, image_size=size).map(lambda im, y: (preprocess_input(im), y))
     _, acc = model.evaluate(test, verbose=0)
-    history = [{k: float(v[e]) for k, v in h.history.items()} for h in (h1, h2) for e in range(len(h.history["loss"]))]
-    return float(acc), history
+    return {"accuracy": float(acc), "until_fit": t_fit - t_start, "test": time.perf_counter() - t_test,
+            "head_epochs": times[0].t, "top_epochs": times[1].t}
 
 
-def last_epoch_accuracy(run, data, size):
-    """Test accuracy of the run's LAST epoch (what A reports), restored from its checkpoints."""
-    import json
-
-    from inceptune.inference import predict_proba
-    from inceptune.training import CheckpointWeights
-
-    state = json.loads((run.dir / "checkpoints" / "state.json").read_text())
-    CheckpointWeights(run.model, run.dir / "checkpoints", state["base"]).load(state["weights"])
-    probs = predict_proba(run.model, data.dataset("test", batch_size=32, image_size=size))
-    return float(np.mean(np.argmax(probs, axis=1) == data.label_ids("test")))
-
-
-def phases(run) -> str:
-    lines = [line for line in (run.dir / "log.txt").read_text().splitlines() if line.startswith("time:")]
-    return lines[-1] if lines else ""
-
-
-def throughput(size=299, n=64, batch=32):
+def child_floor(work: Path, size: int, epochs) -> dict:
+    """B's floor, each part alone: the prefix over every image at the compiled-forward rate, then each stage's
+    steps and validation on its features at the steady rate (the runner's own suffix, loss and XLA choice)."""
     import keras
     import tensorflow as tf
 
-    model = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
-    x = np.random.default_rng(0).uniform(-1, 1, (n, size, size, 3)).astype("float32")
-    fwd = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
-    fwd(x[:batch])
-    model.predict(x[:batch], batch_size=batch, verbose=0)
-    best = {"compiled": 0.0, "predict": 0.0}
-    for _ in range(2):
-        t = time.perf_counter()
-        for i in range(0, n, batch):
-            np.asarray(fwd(x[i:i + batch]))
-        best["compiled"] = max(best["compiled"], n / (time.perf_counter() - t))
-        t = time.perf_counter()
-        model.predict(x, batch_size=batch, verbose=0)
-        best["predict"] = max(best["predict"], n / (time.perf_counter() - t))
-    return best
+    from inceptune import freezing
+    from inceptune.cache import JIT_MIN_EPOCHS, JIT_MIN_PARAMS, find_cut, suffix_model
+    from inceptune.data import DataConfig, load_image, prepare
+    from inceptune.inference import compiled_forward
+    from inceptune.recipe import load_recipe
+    from inceptune.selectors import resolve
+    from inceptune.training import build_model
+    from inceptune.training.model import compile_stage
+
+    recipe = load_recipe(work / "recipe.yaml")
+    data = prepare(DataConfig(manifest=str(work / "prep" / "manifest.csv")), None, progress=False)
+    model = build_model(recipe.model, data.num_classes, size, seed=0)
+    paths = [r["path"] for r in data.rows]
+    images = np.stack([load_image(p, size) for p in paths]).astype("float32")
+    cuts = []
+    for stage in recipe.stages:
+        freezing.apply_trainable(model, resolve(model, stage.train), batchnorm="frozen")
+        cuts.append(find_cut(model).layer)
+    prefix = keras.Model(model.inputs, [model.get_layer(c).output for c in dict.fromkeys(cuts)])
+    forward = compiled_forward(prefix)
+    forward(images[:32])
+    t = time.perf_counter()
+    outs = [[np.asarray(o) for o in tf.nest.flatten(forward(images[i:i + 32]))] for i in range(0, len(images), 32)]
+    prefix_s = time.perf_counter() - t
+    feats = {c: np.concatenate([o[k] for o in outs]) for k, c in enumerate(dict.fromkeys(cuts))}
+    split = np.array([r["split"] for r in data.rows])
+    parts = {"prefix_pass": prefix_s, "images": len(images)}
+    for stage, cut in zip(recipe.stages, cuts):
+        _, optimizer = compile_stage(model, stage, batchnorm="frozen")
+        optimizer.build(model.trainable_variables)
+        suffix = suffix_model(model, find_cut(model))
+        suffix.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        xt, yt = feats[cut][split == "train"], data.label_ids("train")
+        xv, yv = feats[cut][split == "val"], data.label_ids("val")
+        suffix.test_step((xt[:1], yt[:1]))
+        big = sum(int(np.prod(v.shape)) for v in suffix.trainable_weights) >= JIT_MIN_PARAMS
+        seconds = _steady_epoch(suffix, xt, yt, xv, yv, jit=big and stage.epochs >= JIT_MIN_EPOCHS)
+        parts[f"{stage.name}_epoch"] = seconds
+        parts[f"{stage.name}_steps"] = seconds * stage.epochs
+    return parts
+
+
+def _steady_epoch(suffix, xt, yt, xv, yv, *, jit: bool, batch: int = 32) -> float:
+    """Seconds of one epoch of a suffix's training steps and validation, after a first (tracing) epoch; full
+    batches through XLA when the runner would use it, the last one through a graph function, as the runner."""
+    import tensorflow as tf
+
+    full = tf.function(lambda a, b: suffix.train_step((a, b)), jit_compile=jit)
+    rest = tf.function(lambda a, b: suffix.train_step((a, b)), reduce_retracing=True)
+    test = tf.function(lambda a, b: suffix.test_step((a, b)), reduce_retracing=True)
+
+    def epoch():
+        for i in range(0, len(xt), batch):
+            (full if len(xt[i:i + batch]) == batch else rest)(xt[i:i + batch], yt[i:i + batch])
+        for i in range(0, len(xv), batch):
+            result = test(xv[i:i + batch], yv[i:i + batch])
+        return float(result["loss"])
+
+    epoch()  # the first epoch traces (and compiles with XLA): not part of the floor
+    t = time.perf_counter()
+    epoch()
+    return time.perf_counter() - t
+
+
+def timed(cmd, env=None) -> tuple[float, str]:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **(env or {})), cwd=ROOT)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout
+
+
+def run_child(kind: str, work: Path, args: list[str] = ()) -> tuple[float, dict]:
+    seconds, out = timed([sys.executable, __file__, "--child", kind, "--work", str(work), *args])
+    return seconds, json.loads(out.strip().splitlines()[-1])
+
+
+def run_b(work: Path, name: str) -> tuple[float, dict, str]:
+    cache = work / f"cache-{name}"  # an empty feature cache: B pays its own image pass
+    seconds, _ = timed([sys.executable, "-m", "inceptune", "train", str(work / "recipe.yaml"), "--out",
+                        str(work / name)], env={"INCEPTUNE_CACHE_DIR": str(cache)})
+    metrics = json.loads((work / name / "metrics.json").read_text())
+    phases = [line for line in (work / name / "log.txt").read_text().splitlines() if line.startswith("time:")]
+    return seconds, metrics, phases[-1] if phases else ""
+
+
+def floor_total(start: float, parts: dict) -> float:
+    return start + parts["prefix_pass"] + sum(v for k, v in parts.items() if k.endswith("_steps"))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=600, help="total images (5 classes)")
+    ap.add_argument("--images", type=int, default=900, help="images of the main table (a third are the test split)")
     ap.add_argument("--size", type=int, default=150)
-    ap.add_argument("--quick", action="store_true", help="100 images at 75px, 2+1 epochs, no throughput part")
-    ap.add_argument("--no-extras", action="store_true", help="A and B only (no float16, BatchNorm or throughput runs)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 150 images at 75 px, 2+1 epochs")
+    ap.add_argument("--no-growth", action="store_true", help="the main table only")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--freeze-bn", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.quick:
-        args.images, args.size = 100, 75
-    epochs = (2, 1) if args.quick else (10, 5)
-
-    import keras
-    from helpers import make_image_folder
-
-    from inceptune.data import DataConfig, SplitConfig, prepare
-    from inceptune.training import train
-
-    work = Path(tempfile.mkdtemp(prefix="inceptune-bench-"))
-    os.environ.setdefault("INCEPTUNE_CACHE_DIR", str(work / "cache"))
-    make_image_folder(work / "images", classes=5, per_class=args.images // 5, size=args.size)
-    data = prepare(DataConfig(dir=str(work / "images"), split=SplitConfig(val=0.15, test=0.15, seed=0)),
-                   work / "prep", progress=False)
-    keras.utils.set_random_seed(0)
-    base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(args.size, args.size, 3))
-    calibrate_batchnorm(base, data, args.size)
-    weights = work / "backbone.weights.h5"
-    base.save_weights(weights)
-    counts = {s: len(data.paths(s)) for s in ("train", "val", "test")}
-    print(f"data: {counts} images, {args.size}x{args.size}, 5 classes; epochs {epochs}")
-
-    recipe = {
-        "data": {"manifest": str(work / "prep" / "manifest.csv"), "image_size": args.size, "batch_size": 32},
-        "model": {"backbone": "inception_v3", "weights": str(weights), "head": {"dense": [1024]},
-                  "batchnorm": "follow"},  # the seeds' BatchNorm behaviour: unfrozen BN layers train
-        "stages": [{"name": "head", "train": "head", "epochs": epochs[0], "lr": 1e-3},
-                   {"name": "top", "train": "head,from:mixed9", "epochs": epochs[1], "lr": 1e-4}],
-        "cache": "auto",
-        "seed": 0,
-    }
-    from inceptune.recipe import load_recipe
-    from inceptune.training import build_model
-
-    # B's initial head weights (its model is built from the recipe with seed 0): A starts from the same ones
-    initial = build_model(load_recipe(recipe).model, 5, args.size, seed=0)
-    head_init = {n: initial.get_layer(n).get_weights() for n in ("head_dense_0", "head_output")}
-    del initial
-
-    t = time.perf_counter()
-    acc_a, hist_a = plain_keras(data, args.size, weights, data.labels, head_init, epochs=epochs)
-    time_a = time.perf_counter() - t
-    print(f"A plain Keras (seeds):         {time_a:8.1f} s   test accuracy {acc_a:.4f} (last epoch)", flush=True)
-
-    t = time.perf_counter()
-    run = train(recipe, out=work / "run", verbose=False)
-    time_b = time.perf_counter() - t
-    x = np.concatenate([b for b, _ in data.dataset("test", batch_size=32, image_size=args.size)])
-    kept_probs = np.asarray(run.model(x))
-    acc_b_last = last_epoch_accuracy(run, data, args.size)
-    acc_b = run.metrics["accuracy"]
-    print(f"B inceptune train, cache auto: {time_b:8.1f} s   test accuracy {acc_b_last:.4f} (last epoch, as A), "
-          f"{acc_b:.4f} (the model inceptune keeps: best epoch by val_loss)")
-    print(f"A/B = {time_a / time_b:.2f}   last-epoch accuracy difference B-A {100 * (acc_b_last - acc_a):+.1f} points")
-    print("  B " + phases(run))
-    print("  the same computation, epoch by epoch (A: fit on images; B: cached features):")
-    print("    stage epoch   A loss    B loss   A val_loss  B val_loss  A val_acc B val_acc")
-    for a, b in zip(hist_a, run.history):
-        print(f"    {b['stage']:<5} {b['epoch']:>5} {a['loss']:9.4f} {b['loss']:9.4f} {a['val_loss']:11.4f} "
-              f"{b['val_loss']:11.4f} {a['val_accuracy']:9.4f} {b['val_accuracy']:9.4f}")
-    cached = [line for line in (work / "run" / "log.txt").read_text().splitlines()
-              if line.strip().startswith(("cache", "test predictions"))]
-    print("\n".join("  " + c.strip() for c in cached))
-
-    if args.no_extras:
+    if args.child:
+        work = Path(args.work)
+        meta = json.loads((work / "setup.json").read_text())
+        epochs = meta["epochs"]
+        if args.child == "plain":
+            print(json.dumps(child_plain(work, meta["size"], epochs, args.freeze_bn)))
+        elif args.child == "floor":
+            print(json.dumps(child_floor(work, meta["size"], epochs)))
         return
-    # float16 feature storage: half the memory; its effect on accuracy and predictions, same recipe and seed
-    recipe16 = dict(recipe, cache={"mode": "auto", "dtype": "float16"})
-    t = time.perf_counter()
-    run16 = train(recipe16, out=work / "run16", verbose=False)
-    time_16 = time.perf_counter() - t
-    diff = float(np.max(np.abs(kept_probs - np.asarray(run16.model(x)))))
-    print(f"B with float16 cache:          {time_16:8.1f} s   test accuracy {run16.metrics['accuracy']:.4f} "
-          f"({100 * (run16.metrics['accuracy'] - acc_b):+.1f} points vs float32; max |prob diff| {diff:.2e})")
+    if args.quick:
+        args.images, args.size = 150, 75
+    epochs = (2, 1) if args.quick else (10, 5)
+    sizes = [(args.images, epochs)] + ([] if args.no_growth else
+                                       [(args.images * 2, epochs), (args.images * 2, tuple(2 * e for e in epochs))])
+    base = Path(tempfile.mkdtemp(prefix="inceptune-seed-bench-"))
+    start_s, _ = timed([sys.executable, "-c", "import tensorflow, keras"])
+    print(f"python start + import tensorflow, keras: {start_s:.1f} s")
 
-    # The same pair with BatchNorm kept in inference mode in the unfrozen blocks (A: Keras's documented fix;
-    # B: inceptune's default policy `batchnorm: frozen`). Stage 2 then does not collapse, so the last-epoch
-    # accuracies measure the models rather than where a collapsed model happens to land.
-    t = time.perf_counter()
-    acc_a2, _ = plain_keras(data, args.size, weights, data.labels, head_init, epochs=epochs, freeze_bn=True)
-    time_a2 = time.perf_counter() - t
-    print(f"A' plain Keras, BN frozen:     {time_a2:8.1f} s   test accuracy {acc_a2:.4f} (last epoch)", flush=True)
-    recipe_bn = dict(recipe, model=dict(recipe["model"], batchnorm="frozen"))
-    os.environ["INCEPTUNE_CACHE_DIR"] = str(work / "cache-bn")  # an empty cache: B' pays its own image pass
-    t = time.perf_counter()
-    run_bn = train(recipe_bn, out=work / "run-bn-frozen", verbose=False)
-    time_bn = time.perf_counter() - t
-    acc_b2 = last_epoch_accuracy(run_bn, data, args.size)
-    print(f"B' batchnorm: frozen:          {time_bn:8.1f} s   test accuracy {acc_b2:.4f} (last epoch), "
-          f"{run_bn.metrics['accuracy']:.4f} (kept)")
-    print(f"A'/B' = {time_a2 / time_bn:.2f}   last-epoch accuracy difference B'-A' "
-          f"{100 * (acc_b2 - acc_a2):+.1f} points")
+    rows = []
+    for k, (n, ep) in enumerate(sizes):
+        work = base / f"n{n}-e{ep[0]}-{ep[1]}"
+        work.mkdir()
+        meta = setup(work, n, args.size, ep)
+        (work / "setup.json").write_text(json.dumps(meta))
+        print(f"\n[{n} images: {meta['data']}; split {meta['counts']}; epochs {ep[0]}+{ep[1]}]", flush=True)
+        t_b, metrics_b, phases_b = run_b(work, "b")
+        print(f"  B  inceptune train: {t_b:7.1f} s, test accuracy {metrics_b['accuracy']:.4f}\n     {phases_b}",
+              flush=True)
+        _, parts = run_child("floor", work)
+        floor = floor_total(start_s, parts)
+        print(f"  floor {floor:.1f} s: start {start_s:.1f} + prefix pass {parts['prefix_pass']:.1f} "
+              f"({parts['images'] / parts['prefix_pass']:.1f} img/s) + "
+              + " + ".join(f"{name} {parts[f'{name}_steps']:.1f} ({parts[f'{name}_epoch']:.2f}/epoch)"
+                           for name in ("head", "top")), flush=True)
+        row = {"images": n, "counts": meta["counts"], "epochs": f"{ep[0]}+{ep[1]}", "B": t_b, "floor": floor,
+               "acc_B": metrics_b["accuracy"]}
+        if k == 0:
+            for name, flag in (("A", []), ("A2", ["--freeze-bn"])):
+                t, res = run_child("plain", work, flag)
+                row[name], row[f"acc_{name}"] = t, res["accuracy"]
+                print(f"  {LABELS[name]}: {t:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: head "
+                      f"{np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s", flush=True)
+        else:  # A' from its own per-epoch times at this size: one epoch per stage, measured
+            (work / "setup.json").write_text(json.dumps(dict(meta, epochs=[1, 1])))
+            t1, res = run_child("plain", work, ["--freeze-bn"])
+            head, top = res["head_epochs"][0], res["top_epochs"][0]
+            row["A2"] = t1 + (ep[0] - 1) * head + (ep[1] - 1) * top
+            print(f"  A' estimated: {row['A2']:7.1f} s (a 1+1-epoch run {t1:.1f} s; per epoch: head {head:.1f} s, "
+                  f"top {top:.1f} s)", flush=True)
+        rows.append(row)
 
-    if not args.quick:
-        tp = throughput()
-        peak, how = _peak_gflops()
-        flops = 2 * 5.7e9
-        print(f"\nforward @299, InceptionV3, batch 32: compiled {tp['compiled']:.1f} img/s, model.predict "
-              f"{tp['predict']:.1f} img/s, ratio {tp['compiled'] / tp['predict']:.2f}")
-        gflops = tp["compiled"] * flops / 1e9
-        print(f"compiled path: {gflops:.0f} GFLOP/s = {100 * gflops / peak:.0f}% "
-              f"of FP32 peak {peak:.0f} GFLOP/s ({how})")
+    first = rows[0]
+    print(f"\nThe seeds' recipe, {first['images']} images ({first['counts']}), process start to exit:")
+    print(f"{'':34}{'seconds':>8}{'test acc':>10}")
+    for name in ("A", "A2", "B", "floor"):
+        acc = first.get(f"acc_{name}")
+        print(f"{LABELS[name]:<34}{first[name]:8.1f}{'' if acc is None else f'{acc:10.4f}'}")
+    print(f"A/B {first['A'] / first['B']:.2f}   A'/B {first['A2'] / first['B']:.2f}   B/floor "
+          f"{first['B'] / first['floor']:.2f}   test accuracy B - A' {100 * (first['acc_B'] - first['acc_A2']):+.1f} "
+          "points")
+    if len(rows) > 1:
+        print("\nHow B grows with images and epochs (seconds; A' beyond the first row from its per-epoch times):")
+        print(f"{'images':>7}{'epochs':>8}{chr(39).join(['A', '']):>9}{'B':>8}{'floor':>8}{'A/B':>7}{'B/floor':>9}")
+        for r in rows:
+            print(f"{r['images']:>7}{r['epochs']:>8}{r['A2']:9.1f}{r['B']:8.1f}{r['floor']:8.1f}"
+                  f"{r['A2'] / r['B']:7.2f}{r['B'] / r['floor']:9.2f}")
+
+
+LABELS = {"A": "A  plain Keras (the seeds)", "A2": "A' plain Keras, BatchNorm frozen",
+          "B": "B  inceptune train", "floor": "B's floor"}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""InceptionV3's compiled forward at 299x299 as a fraction of this CPU's FP32 peak, under what TensorFlow offers.
+
+Each configuration runs in a fresh process (thread pools and oneDNN are fixed when TensorFlow starts): the
+compiled path inceptune uses (`inference.compiled_forward`: one `tf.function`, batch dimension open), random
+weights, random inputs, the first call (tracing) left out, the best of three timed passes.
+
+    default         batch 32, TensorFlow's own thread pools, oneDNN on (TensorFlow's default on x86)
+    batch N         another batch size
+    intra/inter     tf.config.threading intra-op / inter-op pool sizes
+    no-onednn       TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels)
+    jit             the forward compiled with XLA (jit_compile=True)
+
+Peak: cores x GHz x FLOP per cycle per core (32 with two 256-bit FMA units: AVX2 + FMA, as on this EPYC; 64 with
+AVX-512). InceptionV3 at 299x299: 5.7 G multiply-adds = 11.4 GFLOP per image. The layout stays channels-last:
+TensorFlow's CPU convolutions take NHWC only (channels-first is not implemented on the CPU).
+
+Run:  .venv/bin/python benchmarks/forward_peak.py          (about 5 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+FLOP_PER_IMAGE = 2 * 5.7e9
+
+CONFIGS = [
+    ("default (batch 32)", {}, {}),
+    ("batch 8", {"batch": 8}, {}),
+    ("batch 16", {"batch": 16}, {}),
+    ("batch 64", {"batch": 64}, {}),
+    ("intra 2, inter 1", {"intra": 2, "inter": 1}, {}),
+    ("intra 1, inter 2", {"intra": 1, "inter": 2}, {}),
+    ("no-onednn", {}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    ("jit (XLA)", {"jit": True}, {}),
+]
+
+
+def peak_gflops() -> tuple[float, str]:
+    mhz, flags = None, ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("cpu MHz") and mhz is None:
+                mhz = float(line.split(":")[1])
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    ghz = (mhz or 2500.0) / 1000.0
+    per_cycle = 64 if "avx512f" in flags else 32 if "fma" in flags else 16
+    cores = os.cpu_count() or 1
+    return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
+
+
+def child(options: dict) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    if "intra" in options:
+        tf.config.threading.set_intra_op_parallelism_threads(options["intra"])
+        tf.config.threading.set_inter_op_parallelism_threads(options["inter"])
+    import keras
+
+    batch = options.get("batch", 32)
+    n = max(64, 2 * batch)
+    model = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(299, 299, 3))
+    x = np.random.default_rng(0).uniform(-1, 1, (n, 299, 299, 3)).astype("float32")
+    if options.get("jit"):
+        fwd = tf.function(lambda t: model(t, training=False), jit_compile=True)
+    else:
+        from inceptune.inference import compiled_forward
+
+        fwd = compiled_forward(model)
+    np.asarray(fwd(x[:batch]))
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for i in range(0, n, batch):
+            np.asarray(fwd(x[i:i + batch]))
+        best = max(best, n / (time.perf_counter() - t))
+    return {"images_per_second": best}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    peak, how = peak_gflops()
+    print(f"FP32 peak {peak:.0f} GFLOP/s ({how}); InceptionV3 @299 {FLOP_PER_IMAGE / 1e9:.1f} GFLOP/image")
+    print(f"{'configuration':<22}{'img/s':>8}{'GFLOP/s':>9}{'of peak':>9}")
+    for name, options, env in CONFIGS:
+        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(options)], capture_output=True,
+                              text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env))
+        if proc.returncode != 0:
+            print(f"{name:<22} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            continue
+        rate = json.loads(proc.stdout.strip().splitlines()[-1])["images_per_second"]
+        gflops = rate * FLOP_PER_IMAGE / 1e9
+        print(f"{name:<22}{rate:8.2f}{gflops:9.1f}{gflops / peak:9.1%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
