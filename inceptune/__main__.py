@@ -1,4 +1,4 @@
-from inceptune.cli import main
+from inceptune.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

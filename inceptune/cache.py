@@ -1,20 +1,22 @@
 """The frozen-prefix feature cache: compute the frozen part of the network once, train the rest on its output.
 
 When a stage trains only layers downstream of some tensor, and nothing upstream of it trains or is random, the
-activations at that tensor (the *cut*) are the same every epoch. The cache computes them once per split with a
-compiled function (`inference.compiled_forward`, not `model.predict`), stores them on disk
-(`<cache root>/<key>/`, memory-mapped when larger than the memory budget), and the stage trains a *suffix
-model* (cut → outputs) that shares its layers and variables with the full model: when the stage ends the full
-model is already trained.
+activations at that tensor (the *cut*) are the same every epoch. The cache computes them once per image with a
+compiled function (`inference.compiled_forward`, not `model.predict`), keeps them on disk in a per-image store
+(`feature_store.py`: `<cache root>/<prefix key>/`, memory-mapped when larger than the memory budget), and the
+stage trains a *suffix model* (cut → outputs) that shares its layers and variables with the full model: when the
+stage ends the full model is already trained.
 
 The cut is the deepest layer such that (1) no layer with trainable weights and no random layer (Dropout,
 noise, augmentation layers, BatchNorm in training mode) lies at or upstream of it, and (2) everything
 downstream can be computed from its output alone. BatchNorm under the `frozen` policy is deterministic.
 
-The cache key covers: the prefix's layer configs (architecture and preprocessing), a fingerprint of every
-prefix weight, the cut, the image size and resize mode, the manifest (paths, content hashes, splits), the
-storage dtype, and the augmentation views. Anything else changing means another key, so a stale cache is never
-used; a matching key is reused across stages and runs.
+The store's key covers what the prefix computes for one image: the prefix's layer configs (architecture and
+preprocessing), a fingerprint of every prefix weight, the cut, the image size and resize mode, and the storage
+dtype. Inside it, features are kept by each image's content hash, so a run reads only what it lacks: a second
+run of the same data computes nothing, a cross-validation fold or another split of the same images computes
+nothing (its arrays are assembled from the store), and images added to a folder cost one forward each. Anything
+that changes what the prefix computes means another store, so stale features are never used.
 
 Augmentation: with `data.augment` on, cached features would freeze one augmentation forever, so a stage is
 cached only when `cache: {views: K}` asks for K augmented views of each training image (computed once, K

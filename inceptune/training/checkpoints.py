@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,62 @@ import numpy as np
 from inceptune._io import atomic_path, atomic_write_text
 from inceptune.errors import InceptuneError
 
-__all__ = ["RunState", "CheckpointWeights", "save_optimizer", "load_optimizer", "link_or_copy", "epoch_seed",
-           "STATE_VERSION"]
+__all__ = ["RunState", "CheckpointWeights", "FileWriter", "save_optimizer", "load_optimizer", "link_or_copy",
+           "epoch_seed", "STATE_VERSION"]
 
 STATE_VERSION = 2  # 2: checkpoints are a base file plus per-epoch changes
+
+
+class FileWriter:
+    """Runs a run's checkpoint writes on one background thread, in the order they were given.
+
+    An epoch's values are copied on the caller's thread (`v.numpy()`), then written while the next epoch
+    computes: the files of one epoch, then its `state.json`, strictly in that order, so `state.json` still names
+    only files that are complete. `flush` waits for every pending write and raises the first error one met (a
+    full disk surfaces at the next epoch's checkpoint, or before any file is read back).
+
+    With `background=False` every write runs at once on the caller's thread.
+    """
+
+    def __init__(self, background: bool = True):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="inceptune-checkpoints") if background else None
+        self._pending: list = []
+        self._failed: BaseException | None = None
+
+    def __call__(self, fn, *args) -> None:
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._pending.append(self._pool.submit(self._run, fn, args))
+
+    def _run(self, fn, args) -> None:
+        if self._failed is not None:  # nothing after a failed write runs: state.json must not outrun its files
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    def flush(self) -> None:
+        """Waits for every pending write; raises the error of the first one that failed."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.exception()
+        if self._failed is not None:
+            raise self._failed
+
+    def close(self) -> None:
+        """Waits for the pending writes (without raising: an error was raised already or is moot) and stops."""
+        for future in self._pending:
+            future.exception()
+        self._pending = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _sync_write(fn, *args) -> None:
+    fn(*args)
 
 
 @dataclasses.dataclass
@@ -67,14 +120,20 @@ class RunState:
         saved = json.loads((folder / "state.json").read_text())
         return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
 
-    def write(self, folder: Path) -> None:
-        """Writes `folder/state.json` atomically, then removes the checkpoint files it no longer names."""
-        atomic_write_text(folder / "state.json", json.dumps(dataclasses.asdict(self), indent=1, default=float))
+    def write(self, folder: Path, writer=_sync_write) -> None:
+        """Writes `folder/state.json` atomically, then removes the checkpoint files it no longer names (with a
+        `FileWriter`: as its next write, with the state as it is now)."""
+        text = json.dumps(dataclasses.asdict(self), indent=1, default=float)
         keep = {self.base, self.weights, self.optimizer, self.best_weights, self.es_weights, self.ema_weights,
                 "state.json"}
-        for p in folder.iterdir():
-            if p.name not in keep and not p.name.startswith("tmp-"):
-                p.unlink(missing_ok=True)
+        writer(_write_state, folder, text, keep)
+
+
+def _write_state(folder: Path, text: str, keep: set) -> None:
+    atomic_write_text(folder / "state.json", text)
+    for p in folder.iterdir():
+        if p.name not in keep and not p.name.startswith("tmp-"):
+            p.unlink(missing_ok=True)
 
 
 class CheckpointWeights:
@@ -96,8 +155,9 @@ class CheckpointWeights:
     _STATIC_WHEN_FROZEN = ("BatchNormalization", "Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "DepthwiseConv2D",
                            "SeparableConv2D", "Dense", "EinsumDense", "LayerNormalization", "Embedding")
 
-    def __init__(self, model, folder: Path, base: str | None = None):
+    def __init__(self, model, folder: Path, base: str | None = None, writer=None):
         self.model, self.folder, self.base_name = model, folder, base
+        self.writer = writer if writer is not None else FileWriter(background=False)
         self._base: list | None = None
         self.watch: set[int] = set()
 
@@ -119,8 +179,7 @@ class CheckpointWeights:
         if self.base_name is None:
             values = [v.numpy() for v in variables]
             self.base_name = f"base-{n}.weights.npz"
-            with atomic_path(self.folder / self.base_name) as tmp:
-                np.savez(tmp, **{f"v{i}": a for i, a in enumerate(values)})
+            self.writer(_savez, self.folder / self.base_name, {f"v{i}": a for i, a in enumerate(values)})
             self._base = values
         base = self._base_values()
         changed = {}
@@ -128,12 +187,12 @@ class CheckpointWeights:
             value = variables[i].numpy()
             if not np.array_equal(value, base[i]):
                 changed[f"v{i}"] = value
-        with atomic_path(self.folder / name) as tmp:
-            np.savez(tmp, **changed)
+        self.writer(_savez, self.folder / name, changed)
 
     def load(self, name: str) -> None:
         """Restores the weights saved as `name` (the base plus that file's changes; a run folder written before
         the base existed holds full files)."""
+        self.writer.flush()  # the file may still be pending
         variables = self.model.weights
         saved = np.load(self.folder / name)
         values = list(self._base_values()) if self.base_name else [None] * len(variables)
@@ -152,10 +211,15 @@ class CheckpointWeights:
             var.assign(value)
 
 
-def save_optimizer(optimizer, path: Path) -> None:
-    """Writes the optimizer's variables (by position) to an `.npz` file, atomically."""
+def _savez(path: Path, arrays: dict) -> None:
     with atomic_path(path) as tmp:
-        np.savez(tmp, **{f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
+        np.savez(tmp, **arrays)
+
+
+def save_optimizer(optimizer, path: Path, writer=_sync_write) -> None:
+    """Writes the optimizer's variables (by position) to an `.npz` file, atomically (values copied now, the
+    file written by `writer`)."""
+    writer(_savez, path, {f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
 
 
 def load_optimizer(optimizer, path: Path) -> None:

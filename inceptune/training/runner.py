@@ -36,7 +36,8 @@ from inceptune.recipe import DefaultRecipe, Recipe, default_recipe, dump_recipe,
 from inceptune.recipe.defaults import NO_PRETRAINED
 from inceptune.recipe.overrides import parse_override
 from inceptune.schedules import ScheduleSpec
-from inceptune.training.checkpoints import CheckpointWeights, RunState, epoch_seed, load_optimizer, save_optimizer
+from inceptune.training.checkpoints import (CheckpointWeights, FileWriter, RunState, epoch_seed, link_or_copy,
+                                            load_optimizer, save_optimizer)
 from inceptune.training.records import Phases, RunLog, history_csv, summary_table
 from inceptune.training.tracking import BestEpoch, EarlyStopper
 
@@ -241,8 +242,16 @@ class _Runner:
         self.data = self.model = self.bmap = self.cache = self.weights = self.best = self.calibrated = None
         self.labels, self.has_val, self.has_test, self.image_size = [], False, False, 0
         self.state = RunState()
+        # an epoch's checkpoint files are written while the next epoch computes (state.json after its files)
+        self.writer = FileWriter()
 
     def run(self) -> Run:
+        try:
+            return self._run()
+        finally:
+            self.writer.close()
+
+    def _run(self) -> Run:
         self._start()
         self._prepare_data()
         with self.dist.scope():  # `distribute:` model, compiles, optimizers and every epoch (none: no scope)
@@ -254,8 +263,14 @@ class _Runner:
                     if index >= self.state.stage:
                         self._run_stage(index, stage)
             except _StopRequested:
+                self.writer.flush()
                 return Run(self.out, self.model, self.labels, None, self.state.history, self.recipe, self.log.lines)
+        with self.phases("checkpoints"):
+            self.writer.flush()
         return self._finish()
+
+    def _link(self, src: Path, dst: Path) -> None:
+        self.writer(link_or_copy, src, dst)
 
     # === steps ===
 
@@ -305,11 +320,11 @@ class _Runner:
             self.log(f"note: {precision_note}")
         if self.resume:
             self.state = RunState.read(self.ckpt)
-        self.weights = CheckpointWeights(self.model, self.ckpt, self.state.base)
+        self.weights = CheckpointWeights(self.model, self.ckpt, self.state.base, writer=self.writer)
         if self.resume and self.state.weights:
             self.weights.load(self.state.weights)
         self.state.run_monitor = self.state.run_monitor or ("val_loss" if self.has_val else "loss")
-        self.best = BestEpoch(self.state, self.ckpt)
+        self.best = BestEpoch(self.state, self.ckpt, link=self._link)
 
     def _check_stages(self) -> None:
         """What needs the built model but neither a feature pass nor an epoch, checked for every stage before the
@@ -362,7 +377,7 @@ class _Runner:
                 return
         if stage.epochs == 0 or start >= stage.epochs:
             self.state.stage, self.state.epoch = index + 1, 0
-            self.state.write(self.ckpt)
+            self.state.write(self.ckpt, self.writer)
 
     def _compile_stage(self, index: int, stage, start_epoch: int) -> _StagePlan:
         """Freezes and compiles the model for a stage, restores its optimizer state on resume, and logs it."""
@@ -411,7 +426,7 @@ class _Runner:
             self.log(f"    {line}")
         ema = self._stage_ema(stage, start_epoch)
         return _StagePlan(index, stage, batch_size, steps, schedule, optimizer,
-                          EarlyStopper(es, monitor, self.state, self.ckpt), fitter, ema, soft)
+                          EarlyStopper(es, monitor, self.state, self.ckpt, link=self._link), fitter, ema, soft)
 
     def _toolbox_lines(self, stage, cached: bool) -> list[str]:
         """What of label smoothing, mixup/CutMix, EMA and gradient clipping is on in a stage, for the log."""
@@ -535,6 +550,7 @@ class _Runner:
         """Records the epoch (history, best epoch, early stopping), then writes its checkpoint: files first,
         `state.json` last. Returns True when early stopping ends the stage."""
         stage, state, stopper = plan.stage, self.state, plan.stopper
+        self.writer.flush()  # the previous epoch's files, written while this epoch computed
         row = {"stage": stage.name, "epoch": epoch + 1, "lr": lr, "seconds": seconds, "cached": int(cached), **logs}
         state.history.append(row)
         self.epochs_run += 1
@@ -550,7 +566,7 @@ class _Runner:
         weights_file, optimizer_file = f"epoch-{n}.weights.npz", f"epoch-{n}.optimizer.npz"
         self.weights.save(weights_file, n)
         state.base = self.weights.base_name
-        save_optimizer(plan.optimizer, self.ckpt / optimizer_file)
+        save_optimizer(plan.optimizer, self.ckpt / optimizer_file, self.writer)
         self.best.update(logs, n, weights_file)
         if plan.ema is not None:  # the EMA weights: checkpointed for resume, and the best model when they win
             ema_file = f"epoch-{n}.ema.weights.npz"
@@ -575,8 +591,8 @@ class _Runner:
         else:
             state.stage, state.epoch = plan.index, epoch + 1
         state.n, state.weights, state.optimizer = n, weights_file, optimizer_file
-        atomic_write_text(self.out / "history.csv", history_csv(state.history))
-        state.write(self.ckpt)
+        self.writer(atomic_write_text, self.out / "history.csv", history_csv(state.history))
+        state.write(self.ckpt, self.writer)
         return stopped
 
     def _finish(self) -> Run:

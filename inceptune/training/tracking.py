@@ -30,8 +30,8 @@ class BestEpoch:
         folder: Path. The checkpoints folder.
     """
 
-    def __init__(self, state: RunState, folder: Path):
-        self.state, self.folder = state, folder
+    def __init__(self, state: RunState, folder: Path, link=link_or_copy):
+        self.state, self.folder, self.link = state, folder, link
 
     def update(self, logs: dict, n: int, weights_file: str, *, ema: bool = False) -> bool:
         """Records epoch `n` (its weights in `weights_file`) if it is the best so far; `ema`: the weights are the
@@ -41,7 +41,7 @@ class BestEpoch:
             self.state.best = float(value)
             self.state.best_weights = f"best-{n}{'-ema' if ema else ''}.weights.npz"
             self.state.best_epoch, self.state.best_ema = n, ema
-            link_or_copy(self.folder / weights_file, self.folder / self.state.best_weights)
+            self.link(self.folder / weights_file, self.folder / self.state.best_weights)
             return True
         return False
 
@@ -56,8 +56,8 @@ class EarlyStopper:
         folder: Path. The checkpoints folder.
     """
 
-    def __init__(self, config, monitor: str, state: RunState, folder: Path):
-        self.config, self.monitor, self.state, self.folder = config, monitor, state, folder
+    def __init__(self, config, monitor: str, state: RunState, folder: Path, link=link_or_copy):
+        self.config, self.monitor, self.state, self.folder, self.link = config, monitor, state, folder, link
 
     def update(self, logs: dict, n: int, weights_file: str) -> bool:
         """Records epoch `n`; returns True when the stage should stop (no improvement for patience + 1 epochs)."""
@@ -67,7 +67,7 @@ class EarlyStopper:
         if improved(value, state.es_best, self.monitor, self.config.min_delta):
             state.es_best, state.es_wait = value, 0
             state.es_weights = f"stage-best-{n}.weights.npz"
-            link_or_copy(self.folder / weights_file, self.folder / state.es_weights)
+            self.link(self.folder / weights_file, self.folder / state.es_weights)
             return False
         state.es_wait += 1
         return state.es_wait > self.config.patience
