@@ -49,7 +49,7 @@ def build_model(model_cfg, num_classes: int, image_size: int, *, seed: int = 0):
         backbone = cut_backbone(backbone, at, key="model.features" if model_cfg.features else "model.cut")
     # the runner feeds its own 0-255 pipeline: no first-batch range check (check_inputs) on every epoch's fit
     model = build_classifier(backbone, num_classes, head=model_cfg.head, features=model_cfg.features or None,
-                             preprocess=model_cfg.preprocess, check_inputs=False)
+                             preprocess=model_cfg.preprocess, check_inputs=False, consume_backbone=True)
     for skip in model_cfg.skips:
         model = surgery.add_skip(model, skip.src, skip.dst, merge=skip.merge)
     for ins in model_cfg.insert:

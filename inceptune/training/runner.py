@@ -615,8 +615,7 @@ class _Runner:
                                 warnings=list(self.data.warnings))
         self.log(f"report: {out / 'report.html'}")
         if self.cache is not None and self.cache.seconds:
-            self.phases.add("training", -self.cache.seconds)  # the feature pass ran inside the first cached epoch
-            self.phases.add("features", self.cache.seconds)
+            self.phases.add("features", self.cache.seconds)  # computed before each cached stage's first epoch
         self.log(self.phases.line())
         return Run(out, self.calibrated or self.model, self.labels, metrics, state.history, self.recipe,
                    self.log.lines, val_probs)
