@@ -5,7 +5,7 @@ random features of the cut's shape), one process measures, with and without XLA 
 full-batch step; the last, smaller batch through the graph function either way, as `cache._StageFitter` runs
 it): the first epoch (tracing, and compiling with XLA) and the steady epoch after it. XLA pays from
 `break-even = (first_xla - first_graph) / (epoch_graph - epoch_xla)` epochs on. The runner's rule
-(`cache.JIT_MIN_PARAMS`, `cache.JIT_MIN_EPOCHS`) is printed beside each row.
+(`cache.use_xla`: from how many epochs on it compiles a suffix with XLA) is printed beside each row.
 
 Run:  .venv/bin/python benchmarks/xla_threshold.py [--size 150] [--train 431]     (about 4 minutes)
 """
@@ -59,7 +59,10 @@ def child(selector: str, size: int, n: int, jit: bool, batch: int = 32) -> dict:
 
     first = epoch()
     steady = min(epoch() for _ in range(2))
-    return {"first": first, "epoch": steady, "params": params}
+    from inceptune.cache import use_xla
+
+    from_epochs = next((e for e in range(1, 100) if use_xla(suffix, e)), None)
+    return {"first": first, "epoch": steady, "params": params, "xla_from": from_epochs}
 
 
 def main():
@@ -72,8 +75,6 @@ def main():
         selector, jit = json.loads(args.child)
         print(json.dumps(child(selector, args.size, args.train, jit)))
         return
-    from inceptune.cache import JIT_MIN_EPOCHS, JIT_MIN_PARAMS
-
     print(f"InceptionV3 at {args.size} px, {args.train} training images, batch 32 (seconds)")
     print(f"{'suffix':<34}{'params':>11}{'first':>7}{'epoch':>7}{'first XLA':>10}{'epoch XLA':>10}"
           f"{'break-even':>12}  runner")
@@ -88,7 +89,7 @@ def main():
         g, x = got[False], got[True]
         saving = g["epoch"] - x["epoch"]
         even = (x["first"] - g["first"]) / saving if saving > 0 else float("inf")
-        rule = f"XLA from {JIT_MIN_EPOCHS} epochs" if g["params"] >= JIT_MIN_PARAMS else "no XLA"
+        rule = f"XLA from {g['xla_from']} epochs" if g["xla_from"] else "no XLA"
         print(f"{label:<34}{g['params']:>11,}{g['first']:7.2f}{g['epoch']:7.2f}{x['first']:10.2f}{x['epoch']:10.2f}"
               f"{even:12.1f}  {rule}", flush=True)
 

@@ -55,9 +55,12 @@ __all__ = ["find_cut", "CacheContext", "cache_root", "suffix_model", "extract_fe
 # maps near the input are large) than it saves.
 MIN_PREFIX_SHARE = 0.2
 
-# Suffixes with at least this many trainable parameters, in stages of at least this many epochs, train with XLA.
-JIT_MIN_PARAMS = 1_000_000
-JIT_MIN_EPOCHS = 4
+# When a cached stage trains its full batches with XLA (`use_xla`; measured by benchmarks/xla_threshold.py,
+# InceptionV3 at 150 px, 431 images: XLA costs 0.9 s more to compile than a graph trace for a Dense head and
+# saves 0.22 s per epoch, break-even 4.1 epochs; for mixed10 or mixed9-10 it pays within 1.1 and 0.4 epochs).
+JIT_MIN_PARAMS = 1_000_000  # suffixes with fewer trainable parameters never (their steps are small)
+JIT_MIN_EPOCHS_CONV = 2  # suffixes with convolutions, from this many epochs
+JIT_MIN_EPOCHS = 5  # other suffixes (Dense heads), from this many epochs
 
 _RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
                   "GaussianDropout", "AlphaDropout")
@@ -266,6 +269,16 @@ def entry_lock(folder: Path, *, wait: bool = True):
         os.close(fd)
 
 
+def use_xla(suffix, epochs: int) -> bool:
+    """Whether a cached stage compiles its full-batch step with XLA: when the compile is paid back within the
+    stage's epochs (a suffix of `JIT_MIN_PARAMS` trainable parameters or more, trained for `JIT_MIN_EPOCHS_CONV`
+    epochs when it has convolutions, `JIT_MIN_EPOCHS` otherwise)."""
+    if sum(int(np.prod(v.shape)) for v in suffix.trainable_weights) < JIT_MIN_PARAMS:
+        return False
+    conv = any("Conv" in type(layer).__name__ and layer.trainable for layer in suffix.layers)
+    return epochs >= (JIT_MIN_EPOCHS_CONV if conv else JIT_MIN_EPOCHS)
+
+
 def _signature(arrays) -> list:
     """`tf.TensorSpec`s of a batch's arrays with the batch dimension left open: one trace for every batch size."""
     import tensorflow as tf
@@ -335,8 +348,7 @@ class _StageFitter:
         self.suffix = suffix
         # XLA fuses the suffix's many small ops: measured 2-3x faster steps for InceptionV3's mixed9-10 at 150 px
         # after a compile of about 5 s, so only for big suffixes trained for several epochs.
-        big = sum(int(np.prod(v.shape)) for v in suffix.trainable_weights) >= JIT_MIN_PARAMS
-        self.jit = bool(big and self.stage.epochs >= JIT_MIN_EPOCHS)
+        self.jit = use_xla(suffix, self.stage.epochs)
 
         def train_step(*batch):
             self.traces += 1  # Python runs this body only while TensorFlow traces it

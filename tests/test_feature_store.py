@@ -158,6 +158,8 @@ def test_a_cached_stage_traces_its_step_once(tmp_path, monkeypatch, jit):
     if jit:
         monkeypatch.setattr(C, "JIT_MIN_PARAMS", 0)
         monkeypatch.setattr(C, "JIT_MIN_EPOCHS", 1)
+    else:
+        monkeypatch.setattr(C, "JIT_MIN_EPOCHS", 100)
     made = _fitters(monkeypatch)
     suffixes = []
     real_suffix = C.suffix_model
