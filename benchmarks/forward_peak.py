@@ -30,11 +30,9 @@ FLOP_PER_IMAGE = 2 * 5.7e9
 
 CONFIGS = [
     ("default (batch 32)", {}, {}),
-    ("batch 8", {"batch": 8}, {}),
     ("batch 16", {"batch": 16}, {}),
     ("batch 64", {"batch": 64}, {}),
     ("intra 2, inter 1", {"intra": 2, "inter": 1}, {}),
-    ("intra 1, inter 2", {"intra": 1, "inter": 2}, {}),
     ("no-onednn", {}, {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     ("jit (XLA)", {"jit": True}, {}),
 ]
