@@ -93,8 +93,10 @@ def test_two_trainers_share_one_cache_folder(tmp_path):
     assert alone.wait(timeout=900) == 0, alone.stderr.read()
 
     logs = [(tmp_path / n / "log.txt").read_text() for n in ("a", "b")]
-    entries = sorted(p for p in shared.iterdir() if p.is_dir())
-    assert entries and not [p for p in shared.iterdir() if p.name.endswith(".partial")]
+    # each store's set of arrays for this manifest (feature_store.py); no staging folder or uncommitted shard left
+    entries = sorted(p for p in shared.glob("*/sets/*") if p.is_dir())
+    assert entries and not [p for p in shared.rglob("*") if p.name.endswith(".partial")]
+    assert all(npy.with_suffix(".json").exists() for npy in shared.glob("*/shards/*.npy"))
     for entry in entries:
         meta = json.loads((entry / "meta.json").read_text())
         for names in meta["files"].values():

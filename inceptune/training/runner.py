@@ -226,6 +226,7 @@ class _StagePlan:
     fitter: object  # the cache's stage fitter, or None
     ema: object = None  # training.ema.WeightEMA of the stage (`stages[i].ema`), or None
     soft: bool = False  # one-hot targets: label smoothing, mixup or CutMix (regularize.py)
+    replicated: tuple | None = None  # multi-worker image stages: (train, test) steps per replica, traced once
 
 
 class _Runner:
@@ -507,11 +508,14 @@ class _Runner:
             callbacks.append(EpochBar(bar))
             if cached:
                 logs = plan.fitter.fit_epoch(epoch, seed, plan.batch_size, callbacks)
+            elif self.dist.name == "multi-worker":
+                logs = self._replicated_epoch(plan, epoch, seed, callbacks)
             else:
                 logs = self._fit_epoch(plan, epoch, seed, callbacks)
         if plan.ema is not None and self.has_val:  # the averaged weights on the validation split
             with plan.ema.applied():
                 ema_logs = (plan.fitter.validate(plan.batch_size) if cached
+                            else self._replicated_validate(plan) if plan.replicated is not None
                             else self.model.evaluate(self._val_dataset(plan), verbose=0, return_dict=True))
             logs.update({f"val_ema_{k}": float(v) for k, v in ema_logs.items()})
         return logs, lr.last, cached
@@ -524,17 +528,71 @@ class _Runner:
         ds = self.data.dataset("val", batch_size=plan.batch_size, image_size=self.image_size, resize=cfg.resize)
         return one_hot_dataset(ds, len(self.labels)) if plan.soft else ds
 
+    def _train_dataset(self, plan: _StagePlan, seed: int):
+        """The epoch's training images: shuffled, augmented and balanced by the epoch's seed."""
+        from inceptune.regularize import mixed_dataset
+
+        cfg = self.recipe.data
+        ds = self.data.dataset("train", batch_size=plan.batch_size, image_size=self.image_size, resize=cfg.resize,
+                               augment=cfg.augment, balance=cfg.balance, seed=seed)
+        if plan.soft:  # one-hot targets, mixed with mixup/CutMix drawn from the epoch's seed
+            ds = mixed_dataset(ds, len(self.labels), seed, cfg.mixup, cfg.cutmix)
+        return ds
+
+    def _replicated_epoch(self, plan: _StagePlan, epoch: int, seed: int, callbacks: list) -> dict:
+        """One epoch on images under `multi-worker`, in inceptune's loop instead of Keras's `fit`.
+
+        Keras 3's `fit` fails under `MultiWorkerMirroredStrategy` ("Attempt to convert a value (PerReplica...)
+        to a Tensor"; keras-team/keras#20585). Here each batch runs the model's own Keras `train_step` on every
+        replica (`distribute.replicated_step`: each worker reads the same global batch, in the same order, and
+        keeps its replicas' share; the optimizer all-reduces the gradients), as the cached stages do; then
+        `test_step` on the validation split. Returns the epoch's logs, as `fit`'s history.
+        """
+        import keras
+        import numpy as np
+
+        from inceptune.distribute import replicated_step
+
+        model = self.model
+        train_ds = self._train_dataset(plan, seed)
+        if plan.replicated is None:
+            # the metric variables are created eagerly, once (not inside the replicated steps), on a batch of a
+            # dataset of its own (a second pass over `train_ds` could be shuffled in another order)
+            first = next(iter(self._train_dataset(plan, seed)))
+            model.test_step(tuple(t[:1] for t in first))
+            strategy = self.dist.strategy
+            plan.replicated = (replicated_step(strategy, lambda *b: model.train_step(b)),
+                               replicated_step(strategy, lambda *b: model.test_step(b)))
+        train_step = plan.replicated[0]
+        cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
+        cbs.on_epoch_begin(epoch)
+        model.reset_metrics()
+        result = {}
+        for step, batch in enumerate(train_ds):
+            cbs.on_train_batch_begin(step)
+            result = train_step(*[np.asarray(t) for t in batch])
+            cbs.on_train_batch_end(step)
+        logs = {k: float(v) for k, v in result.items()}
+        if self.has_val:
+            logs.update({f"val_{k}": v for k, v in self._replicated_validate(plan).items()})
+        cbs.on_epoch_end(epoch, logs)
+        return logs
+
+    def _replicated_validate(self, plan: _StagePlan) -> dict:
+        """Loss and metrics on the validation split through the replicated `test_step`."""
+        import numpy as np
+
+        self.model.reset_metrics()
+        result = {}
+        for batch in self._val_dataset(plan):
+            result = plan.replicated[1](*[np.asarray(t) for t in batch])
+        return {k: float(v) for k, v in result.items()}
+
     def _fit_epoch(self, plan: _StagePlan, epoch: int, seed: int, callbacks: list) -> dict:
         """One epoch of Keras's `fit` on the image pipeline (its own progress bar off: ours is shown)."""
         import keras
 
-        from inceptune.regularize import mixed_dataset
-
-        cfg, data, size = self.recipe.data, self.data, self.image_size
-        train_ds = data.dataset("train", batch_size=plan.batch_size, image_size=size, resize=cfg.resize,
-                                augment=cfg.augment, balance=cfg.balance, seed=seed)
-        if plan.soft:  # one-hot targets, mixed with mixup/CutMix drawn from the epoch's seed
-            train_ds = mixed_dataset(train_ds, len(self.labels), seed, cfg.mixup, cfg.cutmix)
+        train_ds = self._train_dataset(plan, seed)
         val_ds = self._val_dataset(plan) if self.has_val else None
         try:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.out / "tensorboard" / plan.stage.name),
