@@ -303,8 +303,9 @@ class _StageFitter:
     the arithmetic is the same as `fit` on images), in a loop written here rather than `fit`: `fit` costs about
     half a second per epoch of set-up here, and under XLA it compiles one program per batch shape (the last,
     smaller batch of the train and validation splits: three extra compiles of ~5-10 s each for InceptionV3's
-    top blocks). Here full batches run through one compiled step (XLA for large suffixes), the last partial
-    batch and validation through ordinary graph functions traced once for any batch size.
+    top blocks). Here every batch runs through one graph function traced once for any batch size; where XLA pays
+    (`use_xla`), the full batches run through one XLA program instead, and only the last, smaller batch through
+    the graph function. Validation has one graph function of its own.
     """
 
     def __init__(self, ctx: CacheContext, stage, stage_index: int, model, cut: Cut):
@@ -346,8 +347,8 @@ class _StageFitter:
         suffix.test_step((one, self.train_y[:1]))
         suffix.reset_metrics()
         self.suffix = suffix
-        # XLA fuses the suffix's many small ops: measured 2-3x faster steps for InceptionV3's mixed9-10 at 150 px
-        # after a compile of about 5 s, so only for big suffixes trained for several epochs.
+        # XLA fuses the suffix's many small ops (InceptionV3's mixed9-10 at 150 px: 2.1x faster steps), for the
+        # suffixes and epochs where its compile pays (`use_xla`)
         self.jit = use_xla(suffix, self.stage.epochs)
 
         def train_step(*batch):
@@ -480,7 +481,6 @@ class CacheContext:
         self.hits = 0
         self.misses = 0
         self.seconds = 0.0  # time spent computing and loading features
-        self.forwarded = 0  # images run through a prefix by this run's fills
         self.fitters: dict = {}
         self._hashes: dict = {}
         h = hashlib.sha256()
@@ -690,7 +690,6 @@ class CacheContext:
             for shard in shards:
                 FeatureStore.commit(shard, names)
         bar.close()
-        self.forwarded += total
         return total, time.time() - t0
 
     def predict(self, model, split: str = "test", batch_size: int = 64):
@@ -712,8 +711,11 @@ class CacheContext:
             # the suffix the stage trained and its compiled forward, already traced when an earlier split
             # (validation) was predicted: the final passes add no model and no trace
             fitter = self.fitters.get(cut.layer)
-            suffix = fitter.suffix if fitter is not None and fitter.suffix is not None else suffix_model(model, cut)
-            forward = compiled_forward(suffix)  # `suffix` is held here: the function refers to it weakly
+            if fitter is not None and fitter.suffix is not None:
+                forward = fitter.forward()
+            else:
+                suffix = suffix_model(model, cut)  # held here: the compiled function refers to it weakly
+                forward = compiled_forward(suffix)
             outs = [np.asarray(forward(np.asarray(feats[i:i + batch_size], dtype="float32")))
                     for i in range(0, len(feats), batch_size)]
             return np.concatenate(outs), cut.layer
