@@ -359,10 +359,12 @@ class _StageFitter:
             return suffix.test_step(batch)
 
         self._train_step = train_step
-        self._full_step = tf.function(train_step, jit_compile=True) if self.jit else None
+        # autograph off, as Keras's own train functions: Keras's train_step needs no conversion, and converting
+        # reads this file's source again at trace time
+        self._full_step = tf.function(train_step, jit_compile=True, autograph=False) if self.jit else None
         self._step = None  # traced at the first batch, with its structure and a batch dimension of None
         if self.val is not None:  # one trace for the full and the last, smaller validation batches
-            self._test_step = tf.function(test_step, input_signature=_signature(self.val))
+            self._test_step = tf.function(test_step, input_signature=_signature(self.val), autograph=False)
         from inceptune.distribute import current_strategy, replicated_step
 
         strategy = current_strategy()  # `distribute:` the same train_step on every replica, gradients all-reduced
@@ -434,7 +436,7 @@ class _StageFitter:
         if self._step is None:
             import tensorflow as tf
 
-            self._step = tf.function(self._train_step, input_signature=_signature(batch))
+            self._step = tf.function(self._train_step, input_signature=_signature(batch), autograph=False)
         return self._step(*batch)
 
     def validate(self, batch_size: int) -> dict:

@@ -336,7 +336,7 @@ def replicated_step(strategy, step):
 
     replicas = strategy.num_replicas_in_sync
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def _run(*batch):
         out = strategy.run(step, args=batch)
         return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), out)

@@ -190,23 +190,30 @@ def lr_find(recipe=None, stage=None, *, from_run=None, out=".", overrides=(), st
 
 def _find(recipe, index, from_run, out, tmp, start_lr, end_lr, steps, verbose) -> LrFindResult:
     from inceptune.training.records import RunLog
-    from inceptune.training.runner import _Runner
+    from inceptune.training.runner import StageRunner
 
-    runner = _Runner(recipe, tmp / "run", resume=False, verbose=verbose, stop_after_epochs=None)
+    runner = StageRunner(recipe, tmp / "run", resume=False, verbose=verbose, stop_after_epochs=None)
     runner.ckpt.mkdir(parents=True)
     runner.log = RunLog(None, verbose)  # the temporary run folder is never shown
-    runner._prepare_data()
-    runner._build()
-    runner._check_stages()
-    runner._plan_caches()
+    try:
+        return _sweep_stage(runner, recipe, index, from_run, out, start_lr, end_lr, steps)
+    finally:
+        runner.writer.close()  # the earlier stages' checkpoints, before the temporary folder goes
+
+
+def _sweep_stage(runner, recipe, index, from_run, out, start_lr, end_lr, steps) -> LrFindResult:
+    runner.prepare_data()
+    runner.build()
+    runner.check_stages()
+    runner.plan_caches()
     stage = recipe.stages[index]
     if from_run is not None:
         runner.log(_load_run_weights(runner, from_run, index))
     elif index:
         runner.log(f"training the {index} stage(s) before {stage.name!r} first (in a temporary folder)")
         for i in range(index):
-            runner._run_stage(i, recipe.stages[i])
-    plan = runner._compile_stage(index, stage, 0)
+            runner.run_stage(i, recipe.stages[i])
+    plan = runner.plan_stage(index, stage, 0)
     t0 = time.perf_counter()
     lrs, losses, cached = _sweep(runner, plan, lr_sweep(start_lr, end_lr, steps))
     seconds = time.perf_counter() - t0

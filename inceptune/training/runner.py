@@ -114,7 +114,7 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
         dist = setup_distribution(recipe.distribute)
         if not dist.is_chief:
             return _worker_run(recipe, out, dist, True, stop_after_epochs)
-        return _Runner(recipe, out, resume=True, verbose=verbose, stop_after_epochs=stop_after_epochs,
+        return StageRunner(recipe, out, resume=True, verbose=verbose, stop_after_epochs=stop_after_epochs,
                        dist=dist).run()
     notes = []
     if _is_data_source(recipe):
@@ -134,7 +134,7 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
     prepare_output_dir(out, force=force, kind="run", markers=("recipe.yaml", "checkpoints"),
                        hint="pass --resume to continue it, ")
     try:
-        return _Runner(recipe, out, resume=False, verbose=verbose, stop_after_epochs=stop_after_epochs,
+        return StageRunner(recipe, out, resume=False, verbose=verbose, stop_after_epochs=stop_after_epochs,
                        notes=notes, dist=dist).run()
     except BaseException:
         # a run that fails before its first complete epoch leaves nothing behind but its error
@@ -151,7 +151,7 @@ def _worker_run(recipe: Recipe, out: Path, dist, resume: bool, stop_after_epochs
     """A non-chief worker of a multi-worker run: the same steps (every training step needs every worker), its
     files written into a temporary folder that is removed at the end (`distribute.worker_folder`)."""
     with worker_folder(out, resume) as folder:
-        run = _Runner(recipe, folder, resume=resume, verbose=False, stop_after_epochs=stop_after_epochs,
+        run = StageRunner(recipe, folder, resume=resume, verbose=False, stop_after_epochs=stop_after_epochs,
                       dist=dist).run()
     return dataclasses.replace(run, dir=out)
 
@@ -229,8 +229,11 @@ class _StagePlan:
     replicated: tuple | None = None  # multi-worker image stages: (train, test) steps per replica, traced once
 
 
-class _Runner:
-    """One run of a recipe in a run folder; `run()` calls the steps in order."""
+class StageRunner:
+    """One run of a recipe in a run folder. `run()` calls the steps in order: `prepare_data`, `build`,
+    `check_stages`, `plan_caches`, then `run_stage` for each stage (which starts with `plan_stage`) and the
+    final save, test and report; `lr_range.find_lr` runs the same steps up to the stage it sweeps. Close
+    `writer` (the background checkpoint writer) when driving the steps without `run()`."""
 
     def __init__(self, recipe: Recipe, out: Path, *, resume: bool, verbose: bool, stop_after_epochs: int | None,
                  notes: list[str] = (), dist=LOCAL):
@@ -254,15 +257,15 @@ class _Runner:
 
     def _run(self) -> Run:
         self._start()
-        self._prepare_data()
+        self.prepare_data()
         with self.dist.scope():  # `distribute:` model, compiles, optimizers and every epoch (none: no scope)
-            self._build()
-            self._check_stages()
-            self._plan_caches()
+            self.build()
+            self.check_stages()
+            self.plan_caches()
             try:
                 for index, stage in enumerate(self.recipe.stages):
                     if index >= self.state.stage:
-                        self._run_stage(index, stage)
+                        self.run_stage(index, stage)
             except _StopRequested:
                 self.writer.flush()
                 return Run(self.out, self.model, self.labels, None, self.state.history, self.recipe, self.log.lines)
@@ -291,7 +294,7 @@ class _Runner:
         if self.dist.name != "none":
             self.log(self.dist.summary(self.recipe.data.batch_size))
 
-    def _prepare_data(self) -> None:
+    def prepare_data(self) -> None:
         cfg = self.recipe.data
         if self.resume:  # the run's own manifest: the same files in the same splits
             cfg = dataclasses.replace(cfg, dir=None, csv=None, manifest=str((self.out / "manifest.csv").resolve()))
@@ -304,7 +307,7 @@ class _Runner:
         self.has_val = len(self.data.paths("val")) > 0
         self.has_test = len(self.data.paths("test")) > 0
 
-    def _build(self) -> None:
+    def build(self) -> None:
         from inceptune.training.model import build_model, check_precision, precision_policy, resolve_image_size
 
         recipe = self.recipe
@@ -327,7 +330,7 @@ class _Runner:
         self.state.run_monitor = self.state.run_monitor or ("val_loss" if self.has_val else "loss")
         self.best = BestEpoch(self.state, self.ckpt, link=self._link)
 
-    def _check_stages(self) -> None:
+    def check_stages(self) -> None:
         """What needs the built model but neither a feature pass nor an epoch, checked for every stage before the
         first one runs: each selector (`train`, `lr_mult`) names layers of the model, and each early-stopping
         monitor is a metric the run logs."""
@@ -354,7 +357,7 @@ class _Runner:
                 raise RecipeError(f"{key}: {es.monitor!r} is not a metric the run logs. Allowed: {', '.join(logged)}."
                                   + (f" HINT: did you mean {near[0]!r}?" if near else ""), key=key)
 
-    def _plan_caches(self) -> None:
+    def plan_caches(self) -> None:
         recipe = self.recipe
         if recipe.cache.mode == "off":
             return
@@ -362,9 +365,9 @@ class _Runner:
                                   resize=recipe.data.resize, log=self.log, progress=self.verbose)
         self.cache.plan(self.model, recipe.stages, recipe.model.batchnorm, self.bmap)
 
-    def _run_stage(self, index: int, stage) -> None:
+    def run_stage(self, index: int, stage) -> None:
         start = self.state.epoch if index == self.state.stage else 0
-        plan = self._compile_stage(index, stage, start)
+        plan = self.plan_stage(index, stage, start)
         for epoch in range(start, stage.epochs):
             if self.stop_after_epochs is not None and self.epochs_run >= self.stop_after_epochs:
                 self.log(f"stopping after {self.epochs_run} epochs as asked")
@@ -380,7 +383,7 @@ class _Runner:
             self.state.stage, self.state.epoch = index + 1, 0
             self.state.write(self.ckpt, self.writer)
 
-    def _compile_stage(self, index: int, stage, start_epoch: int) -> _StagePlan:
+    def plan_stage(self, index: int, stage, start_epoch: int) -> _StagePlan:
         """Freezes and compiles the model for a stage, restores its optimizer state on resume, and logs it."""
         from inceptune.regularize import needs_soft_labels
         from inceptune.training.model import compile_stage
