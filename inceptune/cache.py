@@ -390,22 +390,11 @@ class _StageFitter:
         Returns:
             dict of floats, as the last entry of `fit`'s history (loss, accuracy, val_loss, val_accuracy).
         """
-        import keras
+        from inceptune.training.callbacks import run_epoch
 
         self._prepare()
-        suffix = self.suffix
-        cbs = keras.callbacks.CallbackList(list(callbacks), model=suffix)
-        cbs.on_epoch_begin(epoch)
-        suffix.reset_metrics()
-        result = None
-        for step, batch in enumerate(self.batches(epoch, seed, batch_size)):
-            cbs.on_train_batch_begin(step)
-            result = self.step(batch, batch_size)
-            cbs.on_train_batch_end(step)
-        logs = {k: float(v) for k, v in (result or suffix.get_metrics_result()).items()}
-        logs.update({f"val_{k}": v for k, v in self.validate(batch_size).items()})
-        cbs.on_epoch_end(epoch, logs)
-        return logs
+        return run_epoch(self.suffix, epoch, self.batches(epoch, seed, batch_size),
+                         lambda batch: self.step(batch, batch_size), lambda: self.validate(batch_size), callbacks)
 
     def batches(self, epoch: int, seed: int, batch_size: int):
         """The training batches of one epoch on the cached features, in the image pipeline's order: (features,

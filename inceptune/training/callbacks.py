@@ -7,7 +7,7 @@ import keras
 from inceptune.progress import Bar
 from inceptune.schedules import ScheduleSpec
 
-__all__ = ["LrSetter", "EpochBar"]
+__all__ = ["LrSetter", "EpochBar", "run_epoch"]
 
 
 class EpochBar(keras.callbacks.Callback):
@@ -33,3 +33,26 @@ class LrSetter(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self.last = self.spec(self.offset + batch)
         self.model.optimizer.learning_rate.assign(self.last)
+
+
+def run_epoch(model, epoch: int, batches, step, validate, callbacks) -> dict:
+    """One epoch in inceptune's own loop (where Keras's `fit` is not used): `step(batch)` for each batch between
+    the callbacks' batch hooks, then `validate()`; returns the logs as `fit`'s history row.
+
+    Args:
+        model: the keras.Model whose metrics the steps update (reset at the start). epoch: int.
+        batches: iterable of batches. step: callable(batch) -> dict of metrics (running means).
+        validate: callable() -> dict of floats (prefixed `val_` in the logs). callbacks: list of callbacks.
+    """
+    cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
+    cbs.on_epoch_begin(epoch)
+    model.reset_metrics()
+    result = None
+    for i, batch in enumerate(batches):
+        cbs.on_train_batch_begin(i)
+        result = step(batch)
+        cbs.on_train_batch_end(i)
+    logs = {k: float(v) for k, v in (result or model.get_metrics_result()).items()}
+    logs.update({f"val_{k}": v for k, v in validate().items()})
+    cbs.on_epoch_end(epoch, logs)
+    return logs

@@ -72,8 +72,8 @@ class FileWriter:
             self._pool.shutdown(wait=True)
 
 
-def _sync_write(fn, *args) -> None:
-    fn(*args)
+# the writer of callers that write checkpoints at once (tools reading and writing a run folder outside a run)
+WRITE_NOW = FileWriter(background=False)
 
 
 @dataclasses.dataclass
@@ -120,7 +120,7 @@ class RunState:
         saved = json.loads((folder / "state.json").read_text())
         return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
 
-    def write(self, folder: Path, writer=_sync_write) -> None:
+    def write(self, folder: Path, writer=WRITE_NOW) -> None:
         """Writes `folder/state.json` atomically, then removes the checkpoint files it no longer names (with a
         `FileWriter`: as its next write, with the state as it is now)."""
         text = json.dumps(dataclasses.asdict(self), indent=1, default=float)
@@ -157,7 +157,7 @@ class CheckpointWeights:
 
     def __init__(self, model, folder: Path, base: str | None = None, writer=None):
         self.model, self.folder, self.base_name = model, folder, base
-        self.writer = writer if writer is not None else FileWriter(background=False)
+        self.writer = writer if writer is not None else WRITE_NOW
         self._base: list | None = None
         self.watch: set[int] = set()
 
@@ -216,7 +216,7 @@ def _savez(path: Path, arrays: dict) -> None:
         np.savez(tmp, **arrays)
 
 
-def save_optimizer(optimizer, path: Path, writer=_sync_write) -> None:
+def save_optimizer(optimizer, path: Path, writer=WRITE_NOW) -> None:
     """Writes the optimizer's variables (by position) to an `.npz` file, atomically (values copied now, the
     file written by `writer`)."""
     writer(_savez, path, {f"v{i}": v.numpy() for i, v in enumerate(optimizer.variables)})

@@ -115,7 +115,7 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
         if not dist.is_chief:
             return _worker_run(recipe, out, dist, True, stop_after_epochs)
         return StageRunner(recipe, out, resume=True, verbose=verbose, stop_after_epochs=stop_after_epochs,
-                       dist=dist).run()
+                           dist=dist).run()
     notes = []
     if _is_data_source(recipe):
         default = _default_recipe(recipe, overrides, backbone, epochs, image_size)
@@ -135,7 +135,7 @@ def train(recipe, out=None, *, overrides=(), resume: bool = False, force: bool =
                        hint="pass --resume to continue it, ")
     try:
         return StageRunner(recipe, out, resume=False, verbose=verbose, stop_after_epochs=stop_after_epochs,
-                       notes=notes, dist=dist).run()
+                           notes=notes, dist=dist).run()
     except BaseException:
         # a run that fails before its first complete epoch leaves nothing behind but its error
         if not (out / "checkpoints" / "state.json").exists():
@@ -152,7 +152,7 @@ def _worker_run(recipe: Recipe, out: Path, dist, resume: bool, stop_after_epochs
     files written into a temporary folder that is removed at the end (`distribute.worker_folder`)."""
     with worker_folder(out, resume) as folder:
         run = StageRunner(recipe, folder, resume=resume, verbose=False, stop_after_epochs=stop_after_epochs,
-                      dist=dist).run()
+                          dist=dist).run()
     return dataclasses.replace(run, dir=out)
 
 
@@ -551,10 +551,10 @@ class StageRunner:
         keeps its replicas' share; the optimizer all-reduces the gradients), as the cached stages do; then
         `test_step` on the validation split. Returns the epoch's logs, as `fit`'s history.
         """
-        import keras
         import numpy as np
 
         from inceptune.distribute import replicated_step
+        from inceptune.training.callbacks import run_epoch
 
         model = self.model
         train_ds = self._train_dataset(plan, seed)
@@ -566,20 +566,8 @@ class StageRunner:
             strategy = self.dist.strategy
             plan.replicated = (replicated_step(strategy, lambda *b: model.train_step(b)),
                                replicated_step(strategy, lambda *b: model.test_step(b)))
-        train_step = plan.replicated[0]
-        cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
-        cbs.on_epoch_begin(epoch)
-        model.reset_metrics()
-        result = {}
-        for step, batch in enumerate(train_ds):
-            cbs.on_train_batch_begin(step)
-            result = train_step(*[np.asarray(t) for t in batch])
-            cbs.on_train_batch_end(step)
-        logs = {k: float(v) for k, v in result.items()}
-        if self.has_val:
-            logs.update({f"val_{k}": v for k, v in self._replicated_validate(plan).items()})
-        cbs.on_epoch_end(epoch, logs)
-        return logs
+        return run_epoch(model, epoch, train_ds, lambda batch: plan.replicated[0](*[np.asarray(t) for t in batch]),
+                         lambda: self._replicated_validate(plan) if self.has_val else {}, callbacks)
 
     def _replicated_validate(self, plan: _StagePlan) -> dict:
         """Loss and metrics on the validation split through the replicated `test_step`."""
