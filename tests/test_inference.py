@@ -55,3 +55,23 @@ def test_predict_proba_caches_one_function_per_model_and_frees_it():
     del model, fn
     gc.collect()
     assert model_ref() is None and fn_ref() is None
+
+
+def test_one_pass_graphs_turns_grappler_off_inside_only_with_the_same_outputs():
+    """Inside the block a function's first call skips Grappler (on this CPU-only machine); its outputs are
+    bit-identical to an optimized function's; the option is restored after the block, also after an error."""
+    import pytest
+    import tensorflow as tf
+
+    model = _tiny_model()
+    images = np.random.default_rng(1).integers(0, 256, size=(6, 16, 16, 3)).astype("float32")
+    optimized = tf.function(lambda x: model(x, training=False))(images).numpy()
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    with inference.one_pass_graphs():
+        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"] is True
+        plain = tf.function(lambda x: model(x, training=False))(images).numpy()
+    assert not tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]
+    np.testing.assert_array_equal(plain, optimized)
+    with pytest.raises(RuntimeError), inference.one_pass_graphs():
+        raise RuntimeError("a failed pass")
+    assert not tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]

@@ -102,9 +102,12 @@ def _oversampled(data, idx: np.ndarray, ids: np.ndarray, seed: int):
 
 def epoch_order(data, split: str = "train", *, seed: int = 0, balance: str = "none",
                 shuffle: bool | None = None) -> np.ndarray:
-    """The row indices (into `data.paths(split)`) of one epoch, in the order `split_dataset` yields them."""
-    return np.fromiter(_order(data, split, seed=seed, balance=balance, shuffle=shuffle).as_numpy_iterator(),
-                       dtype=np.int64)
+    """The row indices (into `data.paths(split)`) of one epoch, in the order `split_dataset` yields them.
+
+    Read as whole batches (batching after the shuffle keeps its order): one index at a time from the iterator
+    cost ~0.2 s per epoch of 510 images, a quarter of a cached head epoch."""
+    order = _order(data, split, seed=seed, balance=balance, shuffle=shuffle).batch(1 << 16)
+    return np.concatenate([np.zeros(0, np.int64), *order.as_numpy_iterator()]).astype(np.int64)
 
 
 def split_dataset(data, split: str, *, batch_size: int, image_size, resize: str = "stretch", augment=None,
