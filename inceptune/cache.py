@@ -310,6 +310,10 @@ def _signature(arrays) -> list:
     return [tf.TensorSpec((None,) + tuple(np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype)) for a in arrays]
 
 
+def _smoothing(stage) -> float:
+    return float(getattr(stage, "label_smoothing", 0.0) or 0.0)
+
+
 def _memory_budget_bytes(cfg) -> int:
     if cfg.memory_budget_mb:
         return int(float(cfg.memory_budget_mb) * 2**20)
@@ -328,8 +332,10 @@ class _StageFitter:
     half a second per epoch of set-up here, and under XLA it compiles one program per batch shape (the last,
     smaller batch of the train and validation splits: three extra compiles of ~5-10 s each for InceptionV3's
     top blocks). Here every batch runs through one graph function traced once for any batch size; where XLA pays
-    (`use_xla`), the full batches run through one XLA program instead, and only the last, smaller batch through
-    the graph function. Validation has one graph function of its own.
+    (`use_xla`), through one XLA program instead, the last, smaller batch filled up to the full batch with
+    zero-weighted rows (`_padded_step`; where padding could change the result, `pads_exactly`, that batch runs
+    through the graph function). Validation has one graph function of its own. A later stage at the same cut
+    that would trace the same steps (`computes_like`) reuses them, with the earlier stage's optimizer reset.
     """
 
     def __init__(self, ctx: CacheContext, stage, stage_index: int, model, cut: Cut):
@@ -338,8 +344,11 @@ class _StageFitter:
         self.reason = cut.reason
         self.suffix = None
         self.jit = False
-        self.traces = 0  # traces of the training step (one graph for every batch size; XLA: one more)
+        self.traces = 0  # traces of the training step (one function for every batch size)
         self.features: dict = {}
+        self.optimizer = model.optimizer  # the stage's; a stage that adopts an earlier one's steps trains with its
+        self.earlier = None  # the previous stage's fitter at the same cut (`CacheContext.fitter`)
+        self.adopted_from = None  # the name of the earlier stage whose suffix and compiled steps this one reuses
         from inceptune.regularize import needs_soft_labels
 
         self.soft = needs_soft_labels(stage, ctx.data_cfg)
@@ -362,6 +371,11 @@ class _StageFitter:
         # validation features never change within the stage: convert them once, not every epoch
         self.val = ((np.asarray(self.features["val"], dtype="float32"), ctx.targets(ctx.val_y, self.soft))
                     if "val" in self.features else None)
+        if self.earlier is not None and self.earlier.computes_like(self):
+            self._adopt(self.earlier)
+            return
+        # what the steps traced below capture: this stage's trainable variables (by the layers' flags now)
+        self._trained = [id(v) for v in self.model.trainable_variables]
         suffix = suffix_model(self.model, self.cut)
         loss, metrics = stage_loss(self.stage, self.soft)
         suffix.compile(optimizer=self.model.optimizer, loss=loss, metrics=metrics)
@@ -396,10 +410,43 @@ class _StageFitter:
         from inceptune.distribute import current_strategy, replicated_step
 
         strategy = current_strategy()  # `distribute:` the same train_step on every replica, gradients all-reduced
+        self._step_is_replicated = strategy is not None
         if strategy is not None:
-            self.jit, self._full_step = False, None
+            self.jit, self.pads, self._full_step = False, False, None
             self._step = replicated_step(strategy, train_step)
             self._test_step = replicated_step(strategy, test_step)
+
+    def computes_like(self, later) -> bool:
+        """Whether a later stage at the same cut would trace exactly this stage's steps: the same trainable
+        variables, loss and targets, the same XLA choice, and an optimizer of the same class and settings (the
+        learning rate aside: a variable the trainer sets every step), without per-layer lr multipliers or a loss
+        scale (both live in the traced update)."""
+        import keras
+
+        if self.suffix is None or self._step_is_replicated:
+            return False
+        mine, theirs = self.optimizer, later.optimizer
+        if type(mine) is not type(theirs) or isinstance(mine, keras.optimizers.LossScaleOptimizer):
+            return False
+        settings = [{k: v for k, v in o.get_config().items() if k not in ("name", "learning_rate")}
+                    for o in (mine, theirs)]
+        return (settings[0] == settings[1] and self._trained == [id(v) for v in later.model.trainable_variables]
+                and not (self.stage.lr_mult or later.stage.lr_mult) and self.soft == later.soft
+                and _smoothing(self.stage) == _smoothing(later.stage)
+                and self.jit == use_xla(self.suffix, later.stage.epochs))
+
+    def _adopt(self, earlier) -> None:
+        """Trains with the earlier stage's suffix, compiled steps and optimizer (no new trace): the optimizer's
+        state is set to this stage's fresh (or, on resume, restored) one first, so it starts where a new
+        optimizer would."""
+        for mine, fresh in zip(earlier.optimizer.variables, self.optimizer.variables):
+            mine.assign(fresh)
+        self.optimizer = earlier.optimizer
+        self.model.optimizer = earlier.optimizer
+        self.adopted_from = earlier.stage.name
+        for name in ("suffix", "jit", "pads", "_trained", "_train_step", "_full_step", "_step", "_test_step",
+                     "_step_is_replicated"):
+            setattr(self, name, getattr(earlier, name))
 
     def prepare(self) -> None:
         """Reads (or computes) the stage's features and builds its suffix and compiled steps, before epoch 1."""
@@ -555,6 +602,7 @@ class CacheContext:
     def fitter(self, stage, stage_index: int, model, bmap=None) -> _StageFitter:
         fitter = _StageFitter(self, stage, stage_index, model, find_cut(model))
         if fitter.active:
+            fitter.earlier = self.fitters.get(fitter.cut.layer)  # whose compiled steps it may reuse
             self.fitters[fitter.cut.layer] = fitter  # the latest stage at each cut: its suffix predicts at the end
         return fitter
 

@@ -213,3 +213,34 @@ def test_the_padded_last_batch_computes_what_the_unpadded_one_does(tmp_path, mon
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     for wa, wb in zip(runs[False].model.get_weights(), runs[True].model.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
+
+
+def test_a_later_stage_with_the_same_suffix_reuses_the_compiled_steps(tmp_path, monkeypatch):
+    """Two cached head stages with the same optimizer settings (another learning rate and schedule): the second
+    traces nothing (it trains through the first stage's compiled step, with the optimizer's state reset to a
+    fresh one's), and its history and weights equal a run where every stage traces its own steps. A third
+    stage with other optimizer settings (weight decay) traces its own."""
+    images = make_image_folder(tmp_path / "images", classes=3, per_class=20)
+    stages = [dict(HEAD[0], name="warm", epochs=2, lr=1e-2),
+              dict(HEAD[0], name="cool", epochs=2, lr=3e-3, schedule="cosine"),
+              dict(HEAD[0], name="decay", epochs=1, lr=1e-3, weight_decay=1e-3)]
+    recipe = mini_recipe(images, stages=stages, cache="auto",
+                         data=dict(mini_recipe(images)["data"], batch_size=8,
+                                   split={"val": 0.25, "test": 0.25, "seed": 0}))
+    made = _fitters(monkeypatch)
+    run = train(recipe, out=tmp_path / "reused", verbose=False)
+    warm, cool, decay = made
+    assert cool.adopted_from == "warm" and cool._step is warm._step and cool.traces == 0
+    assert warm.traces == 1 and warm._step.experimental_get_tracing_count() == 1  # stage 2 traced nothing
+    assert decay.adopted_from is None and decay.traces == 1
+    assert "compiled steps are reused" in _log(run.dir)
+    monkeypatch.setattr(C._StageFitter, "computes_like", lambda self, later: False)
+    made.clear()
+    fresh = train(recipe, out=tmp_path / "fresh", verbose=False)
+    assert [f.traces for f in made] == [1, 1, 1]
+    assert len(run.history) == len(fresh.history) == 5
+    for a, b in zip(run.history, fresh.history):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    for wa, wb in zip(run.model.get_weights(), fresh.model.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)

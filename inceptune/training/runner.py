@@ -426,6 +426,10 @@ class StageRunner:
             self.log(f"    cache: {fitter.reason}")
         if fitter is not None:  # the feature pass and the suffix's steps before epoch 1, so its time is an epoch's
             fitter.prepare()
+            if fitter.adopted_from is not None:
+                optimizer = fitter.optimizer  # the earlier stage's, reset to this stage's start: checkpoint it
+                self.log(f"    cache: same suffix and optimizer settings as stage '{fitter.adopted_from}': its "
+                         "compiled steps are reused (no new trace)")
         for line in self._toolbox_lines(stage, fitter is not None and fitter.active):
             self.log(f"    {line}")
         ema = self._stage_ema(stage, start_epoch)
