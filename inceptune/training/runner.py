@@ -655,8 +655,8 @@ class StageRunner:
             self.weights.load(state.best_weights)
             self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}"
                      + (" (its EMA weights)" if state.best_ema else ""))
-        fit = self._calibrate()
-        val_probs = self._val_probs(fit)
+        fit, val_probs = self._calibrate()
+        val_probs = self._val_probs(fit, val_probs)
         with self.phases("save"):
             self._save_model()
         metrics = self._test(fit) if self.has_test else None
@@ -673,12 +673,12 @@ class StageRunner:
         return Run(out, self.calibrated or self.model, self.labels, metrics, state.history, self.recipe,
                    self.log.lines, val_probs)
 
-    def _val_probs(self, fit):
-        """The saved model's outputs on the validation split, when cached features give them without an image
-        pass (cross-validation scores its folds with them); else None."""
+    def _val_probs(self, fit, probs):
+        """The saved model's outputs on the validation split (from `probs`, the uncalibrated outputs when
+        calibration computed them, else from cached features without an image pass; cross-validation scores its
+        folds with them), or None."""
         if not self.has_val:
             return None
-        probs = self._val_uncalibrated
         if probs is None and self.cache is not None:
             cached = self.cache.predict(self.model, "val")
             probs = cached[0] if cached is not None else None
@@ -690,30 +690,31 @@ class StageRunner:
         """`calibrate: temperature`: fits T on the validation split; the saved model gets it as its last layers.
 
         Returns:
-            calibration.TemperatureFit or None (calibration off, or no validation split).
+            (calibration.TemperatureFit, the uncalibrated validation outputs it was fitted on), or (None, None):
+            calibration off, or no validation split.
         """
-        self.calibrated = self._val_uncalibrated = None
+        self.calibrated = None
         if self.recipe.calibrate == "none":
-            return None
+            return None, None
         if not self.has_val:
             self.log("calibration: no validation split, so no temperature was fitted (set data.split.val > 0)")
-            return None
+            return None, None
         num_val = len(self.data.label_ids("val"))
         if num_val < calibration.MIN_VALIDATION_IMAGES:
             self.log(f"calibration: skipped: {num_val} validation images, fewer than the "
                      f"{calibration.MIN_VALIDATION_IMAGES} a reliable temperature needs (a smaller fit can make the "
                      f"probabilities worse). HINT: give data.split.val more images, or set calibrate: none to "
                      f"silence this.")
-            return None
+            return None, None
         with self.phases("calibration"):
-            probs = self._val_uncalibrated = self._split_probs("val")
+            probs = self._split_probs("val")
             fit = calibration.fit_temperature(probs, self.data.label_ids("val"))
             self.calibrated = calibration.calibrate_model(self.model, fit.temperature)
             atomic_write_text(self.out / "calibration.json", json.dumps(
                 {"method": "temperature", **fit.to_dict()}, indent=2) + "\n")
         self.log(f"calibration: temperature {fit.temperature:.3f} fitted on {fit.num_samples} validation images "
                  f"(validation log loss {fit.nll_before:.4f} -> {fit.nll_after:.4f}); built into model.keras")
-        return fit
+        return fit, probs
 
     def _split_probs(self, split: str, bar_label: str | None = None):
         """The (uncalibrated) model's outputs on a split: from the cached features when they still match."""
