@@ -209,7 +209,8 @@ def child_floor(work: Path, size: int, epochs) -> dict:
     import tensorflow as tf
 
     from inceptune import freezing
-    from inceptune.cache import find_cut, suffix_model, use_xla
+    from inceptune.cached_stage import use_xla
+    from inceptune.prefix_cut import find_cut, suffix_model
     from inceptune.data import DataConfig, load_image, prepare
     from inceptune.inference import compiled_forward
     from inceptune.recipe import load_recipe
@@ -255,7 +256,7 @@ def _steady_epoch(suffix, xt, yt, xv, yv, *, jit: bool, batch: int = 32) -> floa
     with zero-weighted rows (where `pads_exactly`), else the last batch through a graph function."""
     import tensorflow as tf
 
-    from inceptune.cache import pads_exactly
+    from inceptune.cached_stage import pads_exactly
 
     pad = jit and pads_exactly(suffix)
     full = tf.function(lambda *a: suffix.train_step(a), jit_compile=jit)

@@ -31,7 +31,7 @@ def child(selector: str, size: int, n: int, jit: bool, batch: int = 32) -> dict:
     import tensorflow as tf
 
     from inceptune import freezing
-    from inceptune.cache import find_cut, suffix_model
+    from inceptune.prefix_cut import find_cut, suffix_model
     from inceptune.heads import build_classifier
 
     base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
@@ -59,7 +59,7 @@ def child(selector: str, size: int, n: int, jit: bool, batch: int = 32) -> dict:
 
     first = epoch()
     steady = min(epoch() for _ in range(2))
-    from inceptune.cache import use_xla
+    from inceptune.cached_stage import use_xla
 
     from_epochs = next((e for e in range(1, 100) if use_xla(suffix, e)), None)
     return {"first": first, "epoch": steady, "params": params, "xla_from": from_epochs}

@@ -10,6 +10,9 @@ stage ends the full model is already trained.
 The cut is the deepest layer such that (1) no layer with trainable weights and no random layer (Dropout,
 noise, augmentation layers, BatchNorm in training mode) lies at or upstream of it, and (2) everything
 downstream can be computed from its output alone. BatchNorm under the `frozen` policy is deterministic.
+`prefix_cut.py` finds the cut and builds the suffix model; `cached_stage.py` trains a stage's suffix on the
+features (its compiled steps, XLA, the padded last batch); this module plans the cuts, fills and reads the
+store, and predicts from it at the end of a run.
 
 The store's key covers what the prefix computes for one image: the prefix's layer configs (architecture and
 preprocessing), a fingerprint of every prefix weight, the cut, the image size and resize mode, and the storage
@@ -31,7 +34,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,28 +45,15 @@ except ImportError:  # Windows: no advisory locks (entries are still renamed int
     fcntl = None
 from inceptune.data import load_image
 from inceptune.feature_store import FeatureStore
+from inceptune.cached_stage import StageFitter
 from inceptune.inference import compiled_forward, one_pass_graphs
+from inceptune.prefix_cut import Cut, find_cut, suffix_model
 from inceptune.progress import Bar
 
 # graph, freezing and selectors import Keras at module level: they are imported inside the functions that use
 # them, so that importing this module stays light.
 
-__all__ = ["find_cut", "CacheContext", "cache_root", "suffix_model", "extract_features", "entry_lock"]
-
-# A cut must leave at least this share of the layers with weights upstream, or caching costs more (feature
-# maps near the input are large) than it saves.
-MIN_PREFIX_SHARE = 0.2
-
-# When a cached stage trains its full batches with XLA (`use_xla`; measured by benchmarks/xla_threshold.py,
-# InceptionV3 at 150 px, 431 images: XLA costs 0.9 s more to compile than a graph trace for a Dense head and
-# saves 0.22 s per epoch, break-even 4.1 epochs; for mixed10 or mixed9-10 it pays within 1.1 and 0.4 epochs).
-JIT_MIN_PARAMS = 1_000_000  # suffixes with fewer trainable parameters never (their steps are small)
-JIT_MIN_EPOCHS_CONV = 2  # suffixes with convolutions, from this many epochs
-JIT_MIN_EPOCHS = 5  # other suffixes (Dense heads), from this many epochs
-
-_RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-                  "GaussianDropout", "AlphaDropout")
-
+__all__ = ["CacheContext", "cache_root", "extract_features", "entry_lock"]
 
 def cache_root() -> Path:
     """Where features are stored: `$INCEPTUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/inceptune/features`."""
@@ -73,95 +62,6 @@ def cache_root() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "inceptune" / "features"
-
-
-def _is_random(layer) -> bool:
-    import keras
-
-    name = type(layer).__name__
-    if name in _RANDOM_LAYERS or name.startswith("Random"):
-        return True
-    return isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
-
-
-@dataclass(frozen=True)
-class Cut:
-    """Result of `find_cut`: `layer` is the cut layer's name (None when no cut exists) and `reason` says why."""
-
-    layer: str | None
-    reason: str
-    prefix: frozenset = frozenset()
-    suffix: frozenset = frozenset()
-
-
-def find_cut(model) -> Cut:
-    """Finds the deepest cacheable cut of a model with its current trainable flags.
-
-    Args:
-        model: a functional keras.Model.
-
-    Returns:
-        A `Cut`.
-    """
-    from inceptune import graph as _graph
-
-    parents = _graph.parents(model)
-    children = _graph.invert(parents)
-    layers = {layer.name: layer for layer in model.layers}
-    unsafe = {n for n, layer in layers.items() if (layer.trainable and layer.trainable_weights) or _is_random(layer)}
-    trainable = {n for n, layer in layers.items() if layer.trainable and layer.trainable_weights}
-    if not trainable:
-        return Cut(None, "nothing trains in this stage")
-    outputs = {t._keras_history.operation.name for t in model.outputs}
-    inputs = {n for n, ps in parents.items() if not ps}
-    order = list(parents)
-    for cand in reversed(order):
-        if cand in inputs or cand in unsafe:
-            continue
-        up = _graph.closure(cand, parents)
-        if up & unsafe:
-            continue
-        down = _graph.closure(cand, children) - {cand}
-        if not outputs <= down or not trainable <= down:
-            continue
-        if any(p not in down and p != cand for n in down for p in parents[n]):
-            continue  # something downstream also needs a tensor from beside the cut
-        weighted = [n for n in order if layers[n].weights]
-        share = sum(1 for n in weighted if n in up) / max(len(weighted), 1)
-        if share == 0:
-            return Cut(None, "every layer with weights trains in this stage: nothing to compute once")
-        if share < MIN_PREFIX_SHARE:
-            return Cut(None, f"the deepest cacheable cut, {cand!r}, leaves {share:.0%} of the layers with weights "
-                             f"upstream: too little to be worth caching (needs {MIN_PREFIX_SHARE:.0%})")
-        return Cut(cand, f"cut at {cand!r}: {len(up)} layers computed once, {len(down)} trained per epoch",
-                   frozenset(up), frozenset(down))
-    first = next(n for n in order if n in unsafe)
-    kind = "a random layer" if _is_random(layers[first]) else "a trainable layer"
-    return Cut(None, f"no cacheable cut: {first!r} ({kind}) sits right after the input")
-
-
-def suffix_model(model, cut: Cut):
-    """cut → outputs, calling the model's own layer objects (so training it trains the full model)."""
-    import keras
-
-    from inceptune import graph as _graph
-
-    cut_layer = model.get_layer(cut.layer)
-    cut_out = cut_layer.output
-    new_in = keras.Input(batch_shape=cut_out.shape, dtype=cut_out.dtype, name=f"cached_{cut.layer}")
-    tensors = {id(cut_out): new_in}
-    for node in _graph.model_nodes(model):
-        op = node.operation
-        if op is None or node.is_input or op.name not in cut.suffix:
-            continue
-        if any(id(x) not in tensors for x in node.input_tensors):
-            continue
-        args, kwargs = node.arguments.fill_in(tensors)
-        result = op(*args, **kwargs)
-        for x, y in zip(node.outputs, keras.tree.flatten(result)):
-            tensors[id(x)] = y
-    outs = [tensors[id(t)] for t in model.outputs]
-    return keras.Model(new_in, outs[0] if len(outs) == 1 else outs, name=f"{model.name}_suffix")
 
 
 def extract_features(forward, dataset, n: int, out_paths: list, dtype: str, progress=None) -> None:
@@ -269,51 +169,6 @@ def entry_lock(folder: Path, *, wait: bool = True):
         os.close(fd)
 
 
-def use_xla(suffix, epochs: int) -> bool:
-    """Whether a cached stage compiles its full-batch step with XLA: when the compile is paid back within the
-    stage's epochs (a suffix of `JIT_MIN_PARAMS` trainable parameters or more, trained for `JIT_MIN_EPOCHS_CONV`
-    epochs when it has convolutions, `JIT_MIN_EPOCHS` otherwise)."""
-    if sum(int(np.prod(v.shape)) for v in suffix.trainable_weights) < JIT_MIN_PARAMS:
-        return False
-    conv = any("Conv" in type(layer).__name__ and layer.trainable for layer in suffix.layers)
-    return epochs >= (JIT_MIN_EPOCHS_CONV if conv else JIT_MIN_EPOCHS)
-
-
-def pads_exactly(suffix) -> bool:
-    """Whether a suffix's step can take a batch filled up with zero-weighted rows and compute exactly what the
-    unpadded batch would (`_StageFitter._padded_step`): every layer a Keras layer (a custom layer may mix rows),
-    no BatchNormalization in training mode (its statistics would see the padding), and every metric variable a
-    weighted sum (Keras's means, counts and confusion sums: scaling a step's change scales its rows' weights)."""
-    import keras
-
-    layers = suffix._flatten_layers(include_self=False, recursive=True)
-    if any(not type(layer).__module__.startswith("keras.") for layer in layers):
-        return False
-    if any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in layers):
-        return False
-    return all(_weighted_sums(metric) for metric in suffix.metrics)
-
-
-def _weighted_sums(metric) -> bool:
-    import keras
-
-    if isinstance(metric, (keras.metrics.Mean, keras.metrics.MeanMetricWrapper, keras.metrics.Sum)):
-        return True
-    inner = getattr(metric, "metrics", None)  # Keras's compiled-metrics container
-    return inner is not None and metric is not inner and all(_weighted_sums(m) for m in inner)
-
-
-def _signature(arrays) -> list:
-    """`tf.TensorSpec`s of a batch's arrays with the batch dimension left open: one trace for every batch size."""
-    import tensorflow as tf
-
-    return [tf.TensorSpec((None,) + tuple(np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype)) for a in arrays]
-
-
-def _smoothing(stage) -> float:
-    return float(getattr(stage, "label_smoothing", 0.0) or 0.0)
-
-
 def _memory_budget_bytes(cfg) -> int:
     if cfg.memory_budget_mb:
         return int(float(cfg.memory_budget_mb) * 2**20)
@@ -322,228 +177,6 @@ def _memory_budget_bytes(cfg) -> int:
     except (ValueError, OSError, AttributeError):
         avail = 4 * 2**30
     return int(avail * 0.25)
-
-
-class _StageFitter:
-    """Trains one stage on cached features (or explains why it cannot).
-
-    Each batch runs the suffix model's own Keras `train_step` (its loss, metrics and the stage's optimizer, so
-    the arithmetic is the same as `fit` on images), in a loop written here rather than `fit`: `fit` costs about
-    half a second per epoch of set-up here, and under XLA it compiles one program per batch shape (the last,
-    smaller batch of the train and validation splits: three extra compiles of ~5-10 s each for InceptionV3's
-    top blocks). Here every batch runs through one graph function traced once for any batch size; where XLA pays
-    (`use_xla`), through one XLA program instead, the last, smaller batch filled up to the full batch with
-    zero-weighted rows (`_padded_step`; where padding could change the result, `pads_exactly`, that batch runs
-    through the graph function). Validation has one graph function of its own. A later stage at the same cut
-    that would trace the same steps (`computes_like`) reuses them, with the earlier stage's optimizer reset.
-    """
-
-    def __init__(self, ctx: CacheContext, stage, stage_index: int, model, cut: Cut):
-        self.ctx, self.stage, self.si, self.model, self.cut = ctx, stage, stage_index, model, cut
-        self.active = cut.layer is not None
-        self.reason = cut.reason
-        self.suffix = None
-        self.jit = False
-        self.traces = 0  # traces of the training step (one function for every batch size)
-        self.features: dict = {}
-        self.optimizer = model.optimizer  # the stage's; a stage that adopts an earlier one's steps trains with its
-        self.earlier = None  # the previous stage's fitter at the same cut (`CacheContext.fitter`)
-        self.adopted_from = None  # the name of the earlier stage whose suffix and compiled steps this one reuses
-        from inceptune.regularize import needs_soft_labels
-
-        self.soft = needs_soft_labels(stage, ctx.data_cfg)
-        if self.active and ctx.augment_on and ctx.views <= 1:
-            self.active = False
-            self.reason = ("augmentation is on, so features differ every epoch: not cached. HINT: set "
-                           "`cache: {views: K}` to cache K augmented views of each training image")
-
-    def _prepare(self):
-        if self.suffix is not None:
-            return
-        import tensorflow as tf
-
-        from inceptune.training.model import stage_loss
-
-        ctx = self.ctx
-        self.features = ctx.features(self.model, self.cut, self.si)
-        # label smoothing and mixup train on one-hot targets (regularize.py); the loss is the stage's
-        self.train_y = ctx.targets(ctx.train_y, self.soft)
-        # validation features never change within the stage: convert them once, not every epoch
-        self.val = ((np.asarray(self.features["val"], dtype="float32"), ctx.targets(ctx.val_y, self.soft))
-                    if "val" in self.features else None)
-        if self.earlier is not None and self.earlier.computes_like(self):
-            self._adopt(self.earlier)
-            return
-        # what the steps traced below capture: this stage's trainable variables (by the layers' flags now)
-        self._trained = [id(v) for v in self.model.trainable_variables]
-        suffix = suffix_model(self.model, self.cut)
-        loss, metrics = stage_loss(self.stage, self.soft)
-        suffix.compile(optimizer=self.model.optimizer, loss=loss, metrics=metrics)
-        # build the loss and metric state eagerly (variables cannot be created inside the compiled steps); the
-        # optimizer is already built on the full model's variables by the trainer
-        one = np.asarray(self.features["train"][0][:1], dtype="float32")
-        suffix.test_step((one, self.train_y[:1]))
-        suffix.reset_metrics()
-        self.suffix = suffix
-        # XLA fuses the suffix's many small ops (InceptionV3's mixed9-10 at 150 px: 2.1x faster steps), for the
-        # suffixes and epochs where its compile pays (`use_xla`)
-        self.jit = use_xla(suffix, self.stage.epochs)
-
-        def train_step(*batch):
-            self.traces += 1  # Python runs this body only while TensorFlow traces it
-            return suffix.train_step(batch)
-
-        def test_step(*batch):
-            return suffix.test_step(batch)
-
-        self._train_step = train_step
-        # autograph off, as Keras's own train functions: Keras's train_step needs no conversion, and converting
-        # reads this file's source again at trace time
-        self._full_step = tf.function(train_step, jit_compile=True, autograph=False) if self.jit else None
-        # the last, smaller batch through the same XLA program, padded to the full batch (`_padded_step`), where
-        # padding cannot change the arithmetic: instead of tracing and optimizing a graph of its own (3.3 s for
-        # mixed9-10 at 150 px) that then runs at half the XLA program's speed
-        self.pads = self.jit and pads_exactly(suffix)
-        self._step = None  # traced at the first batch, with its structure and a batch dimension of None
-        if self.val is not None:  # one trace for the full and the last, smaller validation batches
-            self._test_step = tf.function(test_step, input_signature=_signature(self.val), autograph=False)
-        from inceptune.distribute import current_strategy, replicated_step
-
-        strategy = current_strategy()  # `distribute:` the same train_step on every replica, gradients all-reduced
-        self._step_is_replicated = strategy is not None
-        if strategy is not None:
-            self.jit, self.pads, self._full_step = False, False, None
-            self._step = replicated_step(strategy, train_step)
-            self._test_step = replicated_step(strategy, test_step)
-
-    def computes_like(self, later) -> bool:
-        """Whether a later stage at the same cut would trace exactly this stage's steps: the same trainable
-        variables, loss and targets, the same XLA choice, and an optimizer of the same class and settings (the
-        learning rate aside: a variable the trainer sets every step), without per-layer lr multipliers or a loss
-        scale (both live in the traced update)."""
-        import keras
-
-        if self.suffix is None or self._step_is_replicated:
-            return False
-        mine, theirs = self.optimizer, later.optimizer
-        if type(mine) is not type(theirs) or isinstance(mine, keras.optimizers.LossScaleOptimizer):
-            return False
-        settings = [{k: v for k, v in o.get_config().items() if k not in ("name", "learning_rate")}
-                    for o in (mine, theirs)]
-        return (settings[0] == settings[1] and self._trained == [id(v) for v in later.model.trainable_variables]
-                and not (self.stage.lr_mult or later.stage.lr_mult) and self.soft == later.soft
-                and _smoothing(self.stage) == _smoothing(later.stage)
-                and self.jit == use_xla(self.suffix, later.stage.epochs))
-
-    def _adopt(self, earlier) -> None:
-        """Trains with the earlier stage's suffix, compiled steps and optimizer (no new trace): the optimizer's
-        state is set to this stage's fresh (or, on resume, restored) one first, so it starts where a new
-        optimizer would."""
-        for mine, fresh in zip(earlier.optimizer.variables, self.optimizer.variables):
-            mine.assign(fresh)
-        self.optimizer = earlier.optimizer
-        self.model.optimizer = earlier.optimizer
-        self.adopted_from = earlier.stage.name
-        for name in ("suffix", "jit", "pads", "_trained", "_train_step", "_full_step", "_step", "_test_step",
-                     "_step_is_replicated"):
-            setattr(self, name, getattr(earlier, name))
-
-    def prepare(self) -> None:
-        """Reads (or computes) the stage's features and builds its suffix and compiled steps, before epoch 1."""
-        if self.active:
-            self._prepare()
-
-    def forward(self):
-        """The compiled inference function of this stage's suffix (`inference.compiled_forward`), traced once:
-        the final predictions on cached features (validation and test) all go through it."""
-        self._prepare()
-        return compiled_forward(self.suffix)
-
-    def fit_epoch(self, epoch: int, seed: int, batch_size: int, callbacks) -> dict:
-        """One epoch over the cached training features in the image pipeline's batch order, then validation.
-
-        Returns:
-            dict of floats, as the last entry of `fit`'s history (loss, accuracy, val_loss, val_accuracy).
-        """
-        from inceptune.training.callbacks import run_epoch
-
-        self._prepare()
-        return run_epoch(self.suffix, epoch, self.batches(epoch, seed, batch_size),
-                         lambda batch: self.step(batch, batch_size), lambda: self.validate(batch_size), callbacks)
-
-    def batches(self, epoch: int, seed: int, batch_size: int):
-        """The training batches of one epoch on the cached features, in the image pipeline's order: (features,
-        targets[, sample weights]), mixed at the cut when `data.mixup` is on (`regularize.mix_features`)."""
-        from inceptune.regularize import mix_features
-
-        self._prepare()
-        ctx = self.ctx
-        view = epoch % max(len(self.features["train"]), 1)
-        feats = self.features["train"][view]
-        order = ctx.data.epoch_order("train", seed=seed, balance=ctx.balance)
-        y = self.train_y[order]
-        weights = None
-        if ctx.balance == "class-weight":
-            cw = ctx.data.class_weight()
-            weights = np.array([cw[int(c)] for c in ctx.train_y[order]], dtype="float32")
-        for step, i in enumerate(range(0, len(order), batch_size)):
-            x = np.asarray(feats[order[i:i + batch_size]], dtype="float32")
-            w = None if weights is None else weights[i:i + batch_size]
-            yield mix_features(x, y[i:i + batch_size], seed, step, ctx.mixup, w)
-
-    def step(self, batch, batch_size: int) -> dict:
-        """One optimizer step of the suffix on one batch; returns its metrics (running means since the last
-        `suffix.reset_metrics()`)."""
-        self._prepare()
-        if self.pads:
-            return self._padded_step(batch, batch_size)
-        if self._full_step is not None and len(batch[0]) == batch_size:
-            return self._full_step(*batch)
-        if self._step is None:
-            import tensorflow as tf
-
-            self._step = tf.function(self._train_step, input_signature=_signature(batch), autograph=False)
-        return self._step(*batch)
-
-    def _padded_step(self, batch, batch_size: int) -> dict:
-        """One step through the XLA program of the full batch, whatever the batch's size.
-
-        Every batch carries sample weights (ones when it has none: multiplying by one is exact). A batch of n <
-        batch_size rows is filled up with copies of its own first rows (finite wherever the batch is) weighted 0,
-        and its real rows' weights are multiplied by batch_size / n: Keras's loss divides the weighted sum by the
-        batch's rows, so the loss, and with it the gradient, is the mean over the n real rows, as unpadded. The
-        metrics then count the step as batch_size rows with weights scaled by batch_size / n; every metric
-        variable's change in the step is scaled back by n / batch_size, which makes the running means (loss,
-        accuracy) those of n rows again (`pads_exactly` admits only suffixes whose metrics are weighted sums).
-        """
-        import tensorflow as tf
-
-        x, y = batch[0], batch[1]
-        n = len(x)
-        w = np.ones(n, "float32") if len(batch) < 3 or batch[2] is None else np.asarray(batch[2], "float32")
-        if n == batch_size:
-            return self._full_step(x, y, w)
-        rows = np.arange(batch_size) % n
-        w = np.concatenate([w * np.float32(batch_size / n), np.zeros(batch_size - n, "float32")])
-        state = self.suffix.metrics_variables
-        before = [np.asarray(v) for v in state]
-        self._full_step(x[rows], y[rows], w)
-        keep = n / batch_size
-        for v, b in zip(state, before):
-            v.assign(tf.cast(b + (np.asarray(v) - b) * keep, v.dtype))
-        return self.suffix.get_metrics_result()
-
-    def validate(self, batch_size: int) -> dict:
-        """Loss and metrics of the suffix on the cached validation features ({} without a validation split)."""
-        self._prepare()
-        if self.val is None:
-            return {}
-        self.suffix.reset_metrics()
-        xv, yv = self.val
-        result = {}
-        for i in range(0, len(yv), batch_size):
-            result = self._test_step(xv[i:i + batch_size], yv[i:i + batch_size])
-        return {k: float(v) for k, v in result.items()}
 
 
 class CacheContext:
@@ -599,8 +232,9 @@ class CacheContext:
             return ids
         return np.eye(self.data.num_classes, dtype="float32")[np.asarray(ids, dtype="int64")]
 
-    def fitter(self, stage, stage_index: int, model, bmap=None) -> _StageFitter:
-        fitter = _StageFitter(self, stage, stage_index, model, find_cut(model))
+    def fitter(self, stage, stage_index: int, model, *, loss) -> StageFitter:
+        """The stage's fitter at the model's current cut; `loss`: (loss, metrics) its suffix compiles with."""
+        fitter = StageFitter(self, stage, stage_index, model, find_cut(model), loss)
         if fitter.active:
             fitter.earlier = self.fitters.get(fitter.cut.layer)  # whose compiled steps it may reuse
             self.fitters[fitter.cut.layer] = fitter  # the latest stage at each cut: its suffix predicts at the end

@@ -4,6 +4,7 @@ import pytest
 from helpers import make_image_folder, mini_recipe
 
 from inceptune import cache as C
+from inceptune import prefix_cut as P
 from inceptune.architectures import build_inception_mini
 from inceptune.data import DataConfig, SplitConfig, prepare
 from inceptune.freezing import unfreeze
@@ -39,7 +40,7 @@ def _model(head=None, seed=0):
 def test_cut_for_stage_selectors(selector, batchnorm, expected):
     model = _model()
     unfreeze(model, selector, batchnorm=batchnorm)
-    cut = C.find_cut(model)
+    cut = P.find_cut(model)
     assert cut.layer == expected, cut.reason
     if selector == "all":
         assert cut.reason == "every layer with weights trains in this stage: nothing to compute once"
@@ -50,7 +51,7 @@ def test_cut_for_stage_selectors(selector, batchnorm, expected):
 def test_cut_skips_dropout_and_dense_head():
     model = _model({"dense": [8], "dropout": 0.3})
     unfreeze(model, "head")
-    assert C.find_cut(model).layer == "head_pool"  # the dropout after it runs in the suffix
+    assert P.find_cut(model).layer == "head_pool"  # the dropout after it runs in the suffix
 
 
 def _prepared(images_dir, tmp_path):
@@ -69,10 +70,10 @@ def test_suffix_on_cached_features_equals_full_model(images_dir, tmp_path):
     data = _prepared(images_dir, tmp_path)
     model = _model({"dense": [8]})
     unfreeze(model, "head,from:mixed3")
-    cut = C.find_cut(model)
+    cut = P.find_cut(model)
     ctx = _ctx(data, model, tmp_path)
     feats = ctx.features(model, cut)
-    suffix = C.suffix_model(model, cut)
+    suffix = P.suffix_model(model, cut)
     images = np.concatenate([x for x, _ in data.dataset("train", batch_size=8, image_size=32, shuffle=False)])
     full = np.asarray(model(images, training=False))
     via_cache = np.asarray(suffix(np.asarray(feats["train"][0]), training=False))
@@ -85,7 +86,7 @@ def test_cache_hit_miss_and_invalidation(images_dir, tmp_path):
     data = _prepared(images_dir, tmp_path)
     model = _model()
     unfreeze(model, "head")
-    cut = C.find_cut(model)
+    cut = P.find_cut(model)
     ctx = _ctx(data, model, tmp_path)
     ctx.features(model, cut)
     assert (ctx.hits, ctx.misses) == (0, 1)
@@ -112,7 +113,7 @@ def test_incomplete_cache_folder_is_recomputed(images_dir, tmp_path):
     data = _prepared(images_dir, tmp_path)
     model = _model()
     unfreeze(model, "head")
-    cut = C.find_cut(model)
+    cut = P.find_cut(model)
     ctx = _ctx(data, model, tmp_path)
     folder = C.cache_root() / ctx.key(model, cut)
     folder.mkdir(parents=True)
@@ -186,7 +187,7 @@ def test_cache_key_ignores_automatic_layer_names(images_dir, tmp_path):
         keras.utils.set_random_seed(0)
         model = build_classifier(backbone(), 3, {"dense": [8]})
         unfreeze(model, "head")
-        keys.append((C.find_cut(model).layer, _ctx(data, model, tmp_path).key(model, C.find_cut(model)),
+        keys.append((P.find_cut(model).layer, _ctx(data, model, tmp_path).key(model, P.find_cut(model)),
                      [layer.name for layer in model.layers]))
     assert keys[0][2] != keys[1][2]  # the names did change...
     assert keys[0][0] == keys[1][0] == "head_pool" and keys[0][1] == keys[1][1]  # ...the key did not

@@ -11,7 +11,7 @@ import pytest
 from helpers import backbone, make_image_folder, mini_recipe
 from helpers import images as random_images
 
-from inceptune import cache, calibration, export, freezing, selectors, surgery
+from inceptune import calibration, export, freezing, prefix_cut, selectors, surgery
 from inceptune.architectures import block_map, detect_architecture, load_backbone
 from inceptune.calibration import apply_temperature, model_temperature
 from inceptune.cli import main
@@ -67,7 +67,7 @@ def test_features_pool_the_named_blocks_in_the_order_listed():
     np.testing.assert_allclose(_features_at(model, "head_features", x), expected, atol=1e-5)
     # the head stage caches the concatenation of the pooled vectors (each pooled block side by side)
     freezing.unfreeze(model, "head")
-    assert cache.find_cut(model).layer == "head_features"
+    assert prefix_cut.find_cut(model).layer == "head_features"
 
 
 @pytest.fixture(scope="module")

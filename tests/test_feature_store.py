@@ -13,6 +13,7 @@ from helpers import make_image_folder, mini_recipe
 from PIL import Image
 
 from inceptune import cache as C
+from inceptune import cached_stage as S
 from inceptune import inference
 from inceptune.cv import cross_validate
 from inceptune.training import train
@@ -156,14 +157,15 @@ def test_a_cached_stage_traces_its_step_once(tmp_path, monkeypatch, jit):
     the validation and test predictions at the end reuse the stage's suffix and one compiled forward, traced
     once for both."""
     if jit:
-        monkeypatch.setattr(C, "JIT_MIN_PARAMS", 0)
-        monkeypatch.setattr(C, "JIT_MIN_EPOCHS", 1)
+        monkeypatch.setattr(S, "JIT_MIN_PARAMS", 0)
+        monkeypatch.setattr(S, "JIT_MIN_EPOCHS", 1)
     else:
-        monkeypatch.setattr(C, "JIT_MIN_EPOCHS", 100)
+        monkeypatch.setattr(S, "JIT_MIN_EPOCHS", 100)
     made = _fitters(monkeypatch)
     suffixes = []
     real_suffix = C.suffix_model
-    monkeypatch.setattr(C, "suffix_model", lambda *a: suffixes.append(real_suffix(*a)) or suffixes[-1])
+    for module in (S, C):  # the stage's suffix, and any the final predictions would build
+        monkeypatch.setattr(module, "suffix_model", lambda *a: suffixes.append(real_suffix(*a)) or suffixes[-1])
     images = make_image_folder(tmp_path / "images", classes=3, per_class=20)
     recipe = mini_recipe(images, stages=[dict(HEAD[0], epochs=3)], cache="auto",
                          data=dict(mini_recipe(images)["data"], batch_size=8,
@@ -202,8 +204,8 @@ def test_the_padded_last_batch_computes_what_the_unpadded_one_does(tmp_path, mon
                                    split={"val": 0.25, "test": 0.25, "seed": 0}))
     runs = {}
     for jit in (False, True):
-        monkeypatch.setattr(C, "JIT_MIN_PARAMS", 0 if jit else 10**12)
-        monkeypatch.setattr(C, "JIT_MIN_EPOCHS", 1)
+        monkeypatch.setattr(S, "JIT_MIN_PARAMS", 0 if jit else 10**12)
+        monkeypatch.setattr(S, "JIT_MIN_EPOCHS", 1)
         made = _fitters(monkeypatch)
         runs[jit] = train(recipe, out=tmp_path / f"run-{jit}", verbose=False)
         assert made[0].pads is jit and made[0].jit is jit
@@ -234,7 +236,7 @@ def test_a_later_stage_with_the_same_suffix_reuses_the_compiled_steps(tmp_path, 
     assert warm.traces == 1 and warm._step.experimental_get_tracing_count() == 1  # stage 2 traced nothing
     assert decay.adopted_from is None and decay.traces == 1
     assert "compiled steps are reused" in _log(run.dir)
-    monkeypatch.setattr(C._StageFitter, "computes_like", lambda self, later: False)
+    monkeypatch.setattr(S.StageFitter, "computes_like", lambda self, later: False)
     made.clear()
     fresh = train(recipe, out=tmp_path / "fresh", verbose=False)
     assert [f.traces for f in made] == [1, 1, 1]

@@ -386,7 +386,7 @@ class StageRunner:
     def plan_stage(self, index: int, stage, start_epoch: int) -> _StagePlan:
         """Freezes and compiles the model for a stage, restores its optimizer state on resume, and logs it."""
         from inceptune.regularize import needs_soft_labels
-        from inceptune.training.model import compile_stage
+        from inceptune.training.model import compile_stage, stage_loss
 
         recipe, data = self.recipe, self.data
         stage = self.dist.stage(stage)  # `distribute.scale_lr: linear`: lr times the replicas
@@ -421,7 +421,8 @@ class StageRunner:
         if es and monitor.startswith("val_") and not self.has_val:
             self.log(f"    early stopping monitors {monitor!r} but there is no validation split: using 'loss'")
             monitor = "loss"
-        fitter = self.cache.fitter(stage, index, self.model, self.bmap) if self.cache is not None else None
+        fitter = (self.cache.fitter(stage, index, self.model, loss=stage_loss(stage, soft))
+                  if self.cache is not None else None)
         if fitter is not None and fitter.reason:
             self.log(f"    cache: {fitter.reason}")
         if fitter is not None:  # the feature pass and the suffix's steps before epoch 1, so its time is an epoch's
@@ -500,7 +501,7 @@ class StageRunner:
 
     def _run_epoch(self, plan: _StagePlan, epoch: int) -> tuple[dict, float, bool]:
         """One epoch, on cached features when the stage allows it. Returns (logs, last lr, cached)."""
-        from inceptune.training.callbacks import EpochBar, LrSetter
+        from inceptune.training.callbacks import EpochBar, LrSetter, run_epoch
 
         seed = epoch_seed(self.recipe.seed, plan.index, epoch)
         lr = LrSetter(plan.schedule, epoch, plan.steps)
@@ -513,8 +514,10 @@ class StageRunner:
         with Bar(plan.steps, f"{plan.stage.name} epoch {epoch + 1}/{plan.stage.epochs}", unit="batch",
                  show=self.verbose) as bar:
             callbacks.append(EpochBar(bar))
-            if cached:
-                logs = plan.fitter.fit_epoch(epoch, seed, plan.batch_size, callbacks)
+            if cached:  # one epoch over the cached training features in the image pipeline's order
+                fitter, size = plan.fitter, plan.batch_size
+                logs = run_epoch(fitter.suffix, epoch, fitter.batches(epoch, seed, size),
+                                 lambda batch: fitter.step(batch, size), lambda: fitter.validate(size), callbacks)
             elif self.dist.name == "multi-worker":
                 logs = self._replicated_epoch(plan, epoch, seed, callbacks)
             else:
