@@ -24,8 +24,10 @@ The second table: how B grows with images and epochs, A' at the other sizes esti
 times measured there (a run of two epochs per stage: its time, plus its second, steady epochs' times for each
 further epoch).
 
-Run:  .venv/bin/python benchmarks/seed_recipe.py            (about 20 minutes on 2 cores)
-      .venv/bin/python benchmarks/seed_recipe.py --quick    (a smoke run of every part, ~4 minutes)
+Run:  .venv/bin/python benchmarks/seed_recipe.py                (about 35 minutes on 2 cores)
+      .venv/bin/python benchmarks/seed_recipe.py --no-growth    (the main table, ~16 minutes)
+      .venv/bin/python benchmarks/seed_recipe.py --growth-only  (the growth table's larger rows, ~20 minutes)
+      .venv/bin/python benchmarks/seed_recipe.py --quick        (a smoke run of every part, ~4 minutes)
 """
 
 from __future__ import annotations
@@ -317,6 +319,7 @@ def main():
     ap.add_argument("--size", type=int, default=150)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 150 images at 75 px, 2+1 epochs")
     ap.add_argument("--no-growth", action="store_true", help="the main table only")
+    ap.add_argument("--growth-only", action="store_true", help="the growth table's larger rows only (no A, A/B)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--freeze-bn", action="store_true", help=argparse.SUPPRESS)
@@ -335,6 +338,9 @@ def main():
     epochs = (2, 1) if args.quick else (10, 5)
     sizes = [(args.images, epochs)] + ([] if args.no_growth else
                                        [(args.images * 2, epochs), (args.images * 2, tuple(2 * e for e in epochs))])
+    first_row = 0  # the row whose A and A' run whole (the main table)
+    if args.growth_only:
+        sizes, first_row = sizes[1:], None
     base = Path(tempfile.mkdtemp(prefix="inceptune-seed-bench-"))
     starts = sorted(timed([sys.executable, "-c", "import tensorflow, keras"])[0] for _ in range(3))
     start_s = starts[1]  # the median of three: one start varies by seconds on this VM
@@ -359,7 +365,7 @@ def main():
                            for name in ("head", "top")), flush=True)
         row = {"images": n, "counts": meta["counts"], "epochs": f"{ep[0]}+{ep[1]}", "B": t_b, "floor": floor,
                "acc_B": metrics_b["accuracy"]}
-        if k == 0:
+        if k == first_row:
             for name, flag in (("A", []), ("A2", ["--freeze-bn"])):
                 t, res = run_child("plain", work, flag)
                 row[name], row[f"acc_{name}"] = t, res["accuracy"]
@@ -375,6 +381,9 @@ def main():
         rows.append(row)
 
     first = rows[0]
+    if first_row is None:
+        print_growth(rows)
+        return
     print(f"\nThe seeds' recipe, {first['images']} images ({first['counts']}), process start to exit:")
     print(f"{'':34}{'seconds':>8}{'test acc':>10}")
     for name in ("A", "A2", "B", "floor"):
@@ -384,12 +393,16 @@ def main():
           f"{first['B'] / first['floor']:.2f}   test accuracy B - A' {100 * (first['acc_B'] - first['acc_A2']):+.1f} "
           "points")
     if len(rows) > 1:
-        print("\nHow B grows with images and epochs (seconds; A' beyond the first row from its per-epoch times):")
-        print(f"{'images':>7}{'epochs':>8}{QUOTE.join(['A', '']):>9}{'B':>8}{'floor':>8}"
-              f"{QUOTE.join(['A', '/B']):>7}{'B/floor':>9}")
-        for r in rows:
-            print(f"{r['images']:>7}{r['epochs']:>8}{r['A2']:9.1f}{r['B']:8.1f}{r['floor']:8.1f}"
-                  f"{r['A2'] / r['B']:7.2f}{r['B'] / r['floor']:9.2f}")
+        print_growth(rows)
+
+
+def print_growth(rows):
+    print("\nHow B grows with images and epochs (seconds; A' beyond the main table's row from its per-epoch times):")
+    print(f"{'images':>7}{'epochs':>8}{QUOTE.join(['A', '']):>9}{'B':>8}{'floor':>8}"
+          f"{QUOTE.join(['A', '/B']):>7}{'B/floor':>9}")
+    for r in rows:
+        print(f"{r['images']:>7}{r['epochs']:>8}{r['A2']:9.1f}{r['B']:8.1f}{r['floor']:8.1f}"
+              f"{r['A2'] / r['B']:7.2f}{r['B'] / r['floor']:9.2f}")
 
 
 QUOTE = "'"
