@@ -114,8 +114,9 @@ class StageFitter:
         # validation features never change within the stage: convert them once, not every epoch
         self.val = ((np.asarray(self.features["val"], dtype="float32"), ctx.targets(ctx.val_y, self.soft))
                     if "val" in self.features else None)
-        if self.earlier is not None and self.earlier.computes_like(self):
-            self._adopt(self.earlier)
+        earlier, self.earlier = self.earlier, None  # needed here only: holding it would keep its features alive
+        if earlier is not None and earlier.computes_like(self):
+            self._adopt(earlier)
             return
         # what the steps traced below capture: this stage's trainable variables (by the layers' flags now)
         self._trained = [id(v) for v in self.model.trainable_variables]
