@@ -258,7 +258,7 @@ def _steady_epoch(suffix, xt, yt, xv, yv, *, jit: bool, batch: int = 32) -> floa
     with zero-weighted rows (where `pads_exactly`), else the last batch through a graph function."""
     import tensorflow as tf
 
-    from inceptune.cached_stage import pads_exactly
+    from inceptune.cached_stage import fill_batch, pads_exactly
 
     pad = jit and pads_exactly(suffix)
     full = tf.function(lambda *a: suffix.train_step(a), jit_compile=jit)
@@ -266,12 +266,9 @@ def _steady_epoch(suffix, xt, yt, xv, yv, *, jit: bool, batch: int = 32) -> floa
     test = tf.function(lambda a, b: suffix.test_step((a, b)), reduce_retracing=True)
 
     def step(x, y):
-        n = len(x)
         if pad:
-            rows = np.arange(batch) % n
-            w = np.concatenate([np.full(n, batch / n, "float32"), np.zeros(batch - n, "float32")])
-            return full(x[rows], y[rows], w)
-        return (full if n == batch else rest)(x, y)
+            return full(*fill_batch(x, y, None, batch))
+        return (full if len(x) == batch else rest)(x, y)
 
     def epoch():
         for i in range(0, len(xt), batch):

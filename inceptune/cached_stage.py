@@ -57,6 +57,18 @@ def _weighted_sums(metric) -> bool:
     return inner is not None and metric is not inner and all(_weighted_sums(m) for m in inner)
 
 
+def fill_batch(x, y, w, batch_size: int) -> tuple:
+    """A batch of n <= batch_size rows as (x, y, sample weights) of exactly batch_size rows: weights of ones
+    when `w` is None; below batch_size, copies of its own first rows weighted 0 fill it up and the real rows'
+    weights are multiplied by batch_size / n (see `StageFitter._padded_step`)."""
+    n = len(x)
+    w = np.ones(n, "float32") if w is None else np.asarray(w, "float32")
+    if n == batch_size:
+        return x, y, w
+    rows = np.arange(batch_size) % n
+    return x[rows], y[rows], np.concatenate([w * np.float32(batch_size / n), np.zeros(batch_size - n, "float32")])
+
+
 def _signature(arrays) -> list:
     """`tf.TensorSpec`s of a batch's arrays with the batch dimension left open: one trace for every batch size."""
     import tensorflow as tf
@@ -121,7 +133,7 @@ class StageFitter:
         # what the steps traced below capture: this stage's trainable variables (by the layers' flags now)
         self._trained = [id(v) for v in self.model.trainable_variables]
         suffix = suffix_model(self.model, self.cut)
-        suffix.compile(optimizer=self.model.optimizer, loss=self.loss, metrics=self.metrics)
+        suffix.compile(optimizer=self.optimizer, loss=self.loss, metrics=self.metrics)
         # build the loss and metric state eagerly (variables cannot be created inside the compiled steps); the
         # optimizer is already built on the full model's variables by the trainer
         one = np.asarray(self.features["train"][0][:1], dtype="float32")
@@ -249,16 +261,13 @@ class StageFitter:
         """
         import tensorflow as tf
 
-        x, y = batch[0], batch[1]
-        n = len(x)
-        w = np.ones(n, "float32") if len(batch) < 3 or batch[2] is None else np.asarray(batch[2], "float32")
+        n = len(batch[0])
+        full = fill_batch(batch[0], batch[1], batch[2] if len(batch) > 2 else None, batch_size)
         if n == batch_size:
-            return self._full_step(x, y, w)
-        rows = np.arange(batch_size) % n
-        w = np.concatenate([w * np.float32(batch_size / n), np.zeros(batch_size - n, "float32")])
+            return self._full_step(*full)
         state = self.suffix.metrics_variables
         before = [np.asarray(v) for v in state]
-        self._full_step(x[rows], y[rows], w)
+        self._full_step(*full)
         keep = n / batch_size
         for v, b in zip(state, before):
             v.assign(tf.cast(b + (np.asarray(v) - b) * keep, v.dtype))
