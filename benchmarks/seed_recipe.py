@@ -106,8 +106,9 @@ def calibrate_batchnorm(base, data, size, n=64):
         bn.momentum = m
 
 
-def setup(work: Path, n: int, size: int, epochs) -> dict:
-    """Images, the manifest (split once), the backbone weights, B's initial head, and the recipe files."""
+def setup(work: Path, n: int, size: int, epochs, seeds=(0,)) -> dict:
+    """Images, the manifest (split once), the backbone weights, and per seed B's recipe and its initial head
+    (`recipe.yaml` and `head_init.npz` for seed 0, `recipe-<s>.yaml` and `head_init-<s>.npz` for the others)."""
     import keras
     import yaml
 
@@ -131,17 +132,26 @@ def setup(work: Path, n: int, size: int, epochs) -> dict:
                    {"name": "top", "train": "head,from:mixed9", "epochs": epochs[1], "lr": 1e-4}],
         "cache": "auto", "calibrate": "none", "seed": 0,
     }
-    (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    initial = build_model(load_recipe(recipe).model, data.num_classes, size, seed=0)
-    np.savez(work / "head_init.npz", **{f"{name}_{i}": w for name in ("head_dense_0", "head_output")
-                                        for i, w in enumerate(initial.get_layer(name).get_weights())})
+    for seed in seeds:  # the seed sets B's initial head and every epoch's batch order; A and A' take the same
+        recipe["seed"] = seed
+        (work / _seeded("recipe.yaml", seed)).write_text(yaml.safe_dump(recipe))
+        initial = build_model(load_recipe(recipe).model, data.num_classes, size, seed=seed)
+        np.savez(work / _seeded("head_init.npz", seed),
+                 **{f"{name}_{i}": w for name in ("head_dense_0", "head_output")
+                    for i, w in enumerate(initial.get_layer(name).get_weights())})
     counts = {s: len(data.paths(s)) for s in ("train", "val", "test")}
     return {"data": what, "counts": counts, "size": size, "epochs": list(epochs)}
 
 
 # === the measured processes ===
 
-def child_plain(work: Path, size: int, epochs, freeze_bn: bool) -> dict:
+def _seeded(name: str, seed: int) -> str:
+    """The file of a seed: `name` itself for seed 0, `stem-<seed>.ext` for the others."""
+    stem, ext = name.split(".", 1)
+    return name if seed == 0 else f"{stem}-{seed}.{ext}"
+
+
+def child_plain(work: Path, size: int, epochs, freeze_bn: bool, seed: int = 0) -> dict:
     """A / A': the seeds' code on the prepared split, in this process (timed by the parent)."""
     t_start = time.perf_counter()
     import keras
@@ -151,14 +161,14 @@ def child_plain(work: Path, size: int, epochs, freeze_bn: bool) -> dict:
     from inceptune.training import epoch_seed
 
     data = prepare(DataConfig(manifest=str(work / "prep" / "manifest.csv")), None, progress=False)
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     base = InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
     base.load_weights(work / "backbone.weights.h5")
     x = keras.layers.GlobalAveragePooling2D()(base.output)
     hidden = keras.layers.Dense(1024, activation="relu")
     out_layer = keras.layers.Dense(data.num_classes, activation="softmax")
     model = keras.Model(base.input, out_layer(hidden(x)))
-    init = np.load(work / "head_init.npz")
+    init = np.load(work / _seeded("head_init.npz", seed))
     hidden.set_weights([init["head_dense_0_0"], init["head_dense_0_1"]])
     out_layer.set_weights([init["head_output_0"], init["head_output_1"]])
     steps = data.steps_per_epoch("train", 32)
@@ -168,7 +178,7 @@ def child_plain(work: Path, size: int, epochs, freeze_bn: bool) -> dict:
         # read by ONE fit(epochs=...) per stage, as the seeds write it
         ds = None
         for e in range(n_epochs):
-            d = data.dataset("train", batch_size=32, image_size=size, seed=epoch_seed(0, stage, e))
+            d = data.dataset("train", batch_size=32, image_size=size, seed=epoch_seed(seed, stage, e))
             ds = d if ds is None else ds.concatenate(d)
         return ds.map(lambda im, y: (preprocess_input(im), y))
 
@@ -297,9 +307,9 @@ def run_child(kind: str, work: Path, args: list[str] = ()) -> tuple[float, dict]
     return seconds, json.loads(out.strip().splitlines()[-1])
 
 
-def run_b(work: Path, name: str) -> tuple[float, dict, str]:
-    cache = work / f"cache-{name}"  # an empty feature cache: B pays its own image pass
-    seconds, _ = timed([sys.executable, "-m", "inceptune", "train", str(work / "recipe.yaml"), "--out",
+def run_b(work: Path, name: str, seed: int = 0, cache: str | None = None) -> tuple[float, dict, str]:
+    cache = work / f"cache-{cache or name}"  # by default an empty feature cache: B pays its own image pass
+    seconds, _ = timed([sys.executable, "-m", "inceptune", "train", str(work / _seeded("recipe.yaml", seed)), "--out",
                         str(work / name)], env={"INCEPTUNE_CACHE_DIR": str(cache)})
     metrics = json.loads((work / name / "metrics.json").read_text())
     phases = [line for line in (work / name / "log.txt").read_text().splitlines() if line.startswith("time:")]
@@ -319,14 +329,17 @@ def main():
     ap.add_argument("--growth-only", action="store_true", help="the growth table's larger rows only (no A, A/B)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="seeds of the main table's accuracy comparison (A' and B once per seed; times: seed 0)")
     ap.add_argument("--freeze-bn", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         work = Path(args.work)
         meta = json.loads((work / "setup.json").read_text())
         epochs = meta["epochs"]
         if args.child == "plain":
-            print(json.dumps(child_plain(work, meta["size"], epochs, args.freeze_bn)))
+            print(json.dumps(child_plain(work, meta["size"], epochs, args.freeze_bn, args.seed)))
         elif args.child == "floor":
             print(json.dumps(child_floor(work, meta["size"], epochs)))
         return
@@ -348,7 +361,8 @@ def main():
     for k, (n, ep) in enumerate(sizes):
         work = base / f"n{n}-e{ep[0]}-{ep[1]}"
         work.mkdir()
-        meta = setup(work, n, args.size, ep)
+        seeds = range(args.seeds) if k == first_row else (0,)
+        meta = setup(work, n, args.size, ep, seeds)
         (work / "setup.json").write_text(json.dumps(meta))
         print(f"\n[{n} images: {meta['data']}; split {meta['counts']}; epochs {ep[0]}+{ep[1]}]", flush=True)
         t_b, metrics_b, phases_b = run_b(work, "b")
@@ -368,6 +382,13 @@ def main():
                 row[name], row[f"acc_{name}"] = t, res["accuracy"]
                 print(f"  {LABELS[name]}: {t:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: head "
                       f"{np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s", flush=True)
+            row["seeds"] = [(0, row["acc_A2"], row["acc_B"])]
+            for seed in seeds[1:]:  # the accuracy comparison over seeds (B reads the features seed 0 stored)
+                t_bs, metrics_bs, _ = run_b(work, f"b-{seed}", seed, cache="b")
+                _, res = run_child("plain", work, ["--freeze-bn", "--seed", str(seed)])
+                row["seeds"].append((seed, res["accuracy"], metrics_bs["accuracy"]))
+                print(f"  seed {seed}: A' test accuracy {res['accuracy']:.4f}, B {metrics_bs['accuracy']:.4f} "
+                      f"({t_bs:.1f} s, features cached)", flush=True)
         else:  # A' from its own per-epoch times at this size: a run of 2+2 epochs, its second epochs steady
             (work / "setup.json").write_text(json.dumps(dict(meta, epochs=[2, 2])))
             t2, res = run_child("plain", work, ["--freeze-bn"])
@@ -389,6 +410,12 @@ def main():
     print(f"A/B {first['A'] / first['B']:.2f}   A'/B {first['A2'] / first['B']:.2f}   B/floor "
           f"{first['B'] / first['floor']:.2f}   test accuracy B - A' {100 * (first['acc_B'] - first['acc_A2']):+.1f} "
           "points")
+    if len(first.get("seeds", ())) > 1:
+        a2, b = (np.array([s[i] for s in first["seeds"]]) for i in (1, 2))
+        diff = 100 * (b - a2)
+        print(f"test accuracy over {len(a2)} seeds (initial head and batch order; the same split): A' "
+              f"{a2.mean():.4f} ({a2.min():.4f}-{a2.max():.4f}), B {b.mean():.4f} ({b.min():.4f}-{b.max():.4f}); "
+              f"B - A' per seed {', '.join(f'{round(d, 1) + 0.0:+.1f}' for d in diff)}, mean {diff.mean():+.1f} points")
     if len(rows) > 1:
         print_growth(rows)
 
