@@ -431,15 +431,28 @@ class CacheContext:
         Returns:
             (np.ndarray of outputs, cut layer name) or None.
         """
+        return self.predict_splits(model, (split,), batch_size).get(split)
+
+    def predict_splits(self, model, splits, batch_size: int = 64) -> dict:
+        """`predict` for several splits of the same model: each planned cut's key (a hash of its prefix's
+        weights) is computed once for all of them.
+
+        Returns:
+            {split: (np.ndarray of outputs, cut layer name)} for the splits cached features can predict.
+        """
         cuts = {c.layer: c for c, _ in self.planned if c.layer is not None}
+        out = {}
         for cut in sorted(cuts.values(), key=lambda c: len(c.suffix)):  # the smallest suffix first
+            wanted = [s for s in splits if s not in out]
+            if not wanted:
+                break
             folder = cache_root() / self.key(model, cut)
             if not (folder / "meta.json").exists():
                 continue
-            meta = json.loads((folder / "meta.json").read_text())
-            if split not in meta["files"]:
+            files = json.loads((folder / "meta.json").read_text())["files"]
+            wanted = [s for s in wanted if s in files]
+            if not wanted:
                 continue
-            feats = np.load(folder / meta["files"][split], mmap_mode="r")
             # the suffix the stage trained and its compiled forward, already traced when an earlier split
             # (validation) was predicted: the final passes add no model and no trace
             fitter = self.fitters.get(cut.layer)
@@ -448,10 +461,12 @@ class CacheContext:
             else:
                 suffix = suffix_model(model, cut)  # held here: the compiled function refers to it weakly
                 forward = compiled_forward(suffix)
-            outs = [np.asarray(forward(np.asarray(feats[i:i + batch_size], dtype="float32")))
-                    for i in range(0, len(feats), batch_size)]
-            return np.concatenate(outs), cut.layer
-        return None
+            for split in wanted:
+                feats = np.load(folder / files[split], mmap_mode="r")
+                outs = [np.asarray(forward(np.asarray(feats[i:i + batch_size], dtype="float32")))
+                        for i in range(0, len(feats), batch_size)]
+                out[split] = (np.concatenate(outs), cut.layer)
+        return out
 
     def _load(self, folder: Path) -> dict:
         meta = json.loads((folder / "meta.json").read_text())

@@ -23,16 +23,21 @@ class EpochBar(keras.callbacks.Callback):
 
 
 class LrSetter(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate before every batch from the stage's pure schedule."""
+    """Sets the optimizer's learning rate before every batch from the stage's pure schedule: at the epoch's first
+    batch, then whenever the schedule's value changes (a constant rate is one assignment per epoch, not one per
+    batch)."""
 
     def __init__(self, spec: ScheduleSpec, epoch: int, steps_per_epoch: int):
         super().__init__()
         self.spec, self.offset = spec, epoch * steps_per_epoch
         self.last = spec(self.offset)
+        self._set = None  # the value this epoch last assigned
 
     def on_train_batch_begin(self, batch, logs=None):
         self.last = self.spec(self.offset + batch)
-        self.model.optimizer.learning_rate.assign(self.last)
+        if self.last != self._set:
+            self.model.optimizer.learning_rate.assign(self.last)
+            self._set = self.last
 
 
 def run_epoch(model, epoch: int, batches, step, validate, callbacks) -> dict:

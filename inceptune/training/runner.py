@@ -245,6 +245,7 @@ class StageRunner:
         self.log = None
         self.data = self.model = self.bmap = self.cache = self.weights = self.best = self.calibrated = None
         self.labels, self.has_val, self.has_test, self.image_size = [], False, False, 0
+        self.final = {}  # split -> (outputs, cut) of the kept model from cached features (`_finish`)
         self.state = RunState()
         # an epoch's checkpoint files are written while the next epoch computes (state.json after its files)
         self.writer = FileWriter()
@@ -658,6 +659,9 @@ class StageRunner:
             self.weights.load(state.best_weights)
             self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}"
                      + (" (its EMA weights)" if state.best_ema else ""))
+        with self.phases("test"):  # the kept model's final passes on cached features: one key for both splits
+            wanted = [s for s, has in (("val", self.has_val), ("test", self.has_test)) if has]
+            self.final = self.cache.predict_splits(self.model, wanted) if self.cache is not None else {}
         fit, val_probs = self._calibrate()
         val_probs = self._val_probs(fit, val_probs)
         with self.phases("save"):
@@ -682,9 +686,8 @@ class StageRunner:
         folds with them), or None."""
         if not self.has_val:
             return None
-        if probs is None and self.cache is not None:
-            cached = self.cache.predict(self.model, "val")
-            probs = cached[0] if cached is not None else None
+        if probs is None and "val" in self.final:
+            probs = self.final["val"][0]
         if probs is None:
             return None
         return probs if fit is None else calibration.apply_temperature(probs, fit.temperature)
@@ -721,9 +724,8 @@ class StageRunner:
 
     def _split_probs(self, split: str, bar_label: str | None = None):
         """The (uncalibrated) model's outputs on a split: from the cached features when they still match."""
-        cached = self.cache.predict(self.model, split) if self.cache is not None else None
-        if cached is not None:
-            return cached[0]
+        if split in self.final:
+            return self.final[split][0]
         cfg, n = self.recipe.data, len(self.data.paths(split))
         with Bar(n, bar_label or f"{split} predictions on {n} images", show=self.verbose) as bar:
             return predict_proba(self.model, self.data.dataset(split, batch_size=cfg.batch_size,
@@ -743,7 +745,7 @@ class StageRunner:
 
     def _test(self, fit=None) -> dict:
         with self.phases("test"):
-            cached = self.cache.predict(self.model, "test") if self.cache is not None else None
+            cached = self.final.get("test")
             if cached is not None:
                 probs = cached[0]
                 self.log(f"test predictions from the cached features at {cached[1]!r}")
