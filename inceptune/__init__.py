@@ -10,8 +10,9 @@ Names are imported lazily (PEP 562), so `import inceptune` and the CLI's `--help
 
 Importing inceptune sets `TF_CPP_MIN_LOG_LEVEL=2` unless it is set already: TensorFlow's C++ code then prints
 errors but no INFO or WARNING lines (its start-up `cpu_feature_guard ... AVX2 FMA` notice and the
-`absl::InitializeLog()` preamble that comes with the first line). It must be set before TensorFlow is first
-imported; set it yourself (e.g. to 0) to see everything.
+`absl::InitializeLog()` preamble that comes with the first line; TensorFlow 2.21 sends some of these past the
+variable, and the first `import tensorflow` after `import inceptune` holds them back to the same level). It must be
+set before TensorFlow is first imported; set it yourself (e.g. to 0) to see everything.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import os as _os
 # 2: TensorFlow's C++ logging keeps ERROR and FATAL, drops INFO and WARNING (1 would keep its warnings, such as the
 # "Local rendezvous is aborting ..." line that repeats an error Python raises anyway). A user's own value wins.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow 2.21 prints some start-up lines through absl, which ignores that variable: the first `import tensorflow`
+# runs with stderr held and gives back the lines the level keeps (inceptune/_tf_logs.py)
+_importlib.import_module("inceptune._tf_logs").install()
 
 __version__ = "0.1.0"
 
