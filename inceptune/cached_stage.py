@@ -15,12 +15,15 @@ from inceptune.prefix_cut import Cut, suffix_model
 
 __all__ = ["StageFitter", "use_xla", "pads_exactly"]
 
-# When a cached stage trains its full batches with XLA (`use_xla`; measured by benchmarks/xla_threshold.py,
-# InceptionV3 at 150 px, 431 images: XLA costs 0.9 s more to compile than a graph trace for a Dense head and
-# saves 0.22 s per epoch, break-even 4.1 epochs; for mixed10 or mixed9-10 it pays within 1.1 and 0.4 epochs).
+# When a cached stage trains its full batches with XLA (`use_xla`), from benchmarks/xla_threshold.py (InceptionV3
+# at 150 px, 431 images, 2 cores): the epochs from which XLA's compile is paid back by its faster steps, for a
+# Dense head / mixed10 / mixed9-10, were 4.1 / 1.1 / 0.4 on one Xeon, 6.3 / 2.6 / 2.7 on a Xeon with AMX, and
+# 60.7 / 23.0 / 11.1 on an AMD EPYC (compile 3.9 s more than a graph trace for mixed9-10, steps 17% faster).
+# The thresholds take the slowest machine measured: a stage shorter than them loses under 1 s on the others,
+# one longer gains on all of them.
 JIT_MIN_PARAMS = 1_000_000  # suffixes with fewer trainable parameters never (their steps are small)
-JIT_MIN_EPOCHS_CONV = 2  # suffixes with convolutions, from this many epochs
-JIT_MIN_EPOCHS = 5  # other suffixes (Dense heads), from this many epochs
+JIT_MIN_EPOCHS_CONV = 12  # suffixes with convolutions, from this many epochs
+JIT_MIN_EPOCHS = 60  # other suffixes (Dense heads), from this many epochs
 
 
 def use_xla(suffix, epochs: int) -> bool:

@@ -283,6 +283,9 @@ def _verify_images(model, images):
 
 def _convert(model, tmp: Path, format: str, images=None) -> None:
     if format == "keras":
+        from inceptune.models import keras_saving_skipsets
+
+        keras_saving_skipsets()
         model.save(tmp)
     elif format == "savedmodel":
         with _quiet():

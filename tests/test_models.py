@@ -66,3 +66,37 @@ def test_load_labels_variants(tmp_path):
     (tmp_path / "labels.json").write_text('["a", "a"]')
     with pytest.raises(ModelLoadError, match=r"lists a class name twice"):
         models.load_labels(tmp_path)
+
+
+def test_saving_reuses_keras_attribute_skipsets(tmp_path, monkeypatch):
+    """Keras stores its per-type attribute skip sets under one name and reads them under another, so each layer
+    of a save rebuilds one; `keras_saving_skipsets` stores them where they are read: none rebuilt, the same
+    file."""
+    import zipfile
+
+    import keras
+    from keras.src.backend.common import global_state
+
+    model = tiny_classifier(batchnorm=True)
+    built = []
+    real = global_state.set_global_attribute
+
+    def counting(name, value):
+        if name.startswith("saving_attr_skip"):
+            built.append(name)
+        real(name, value)
+
+    keras.backend.clear_session()  # this thread's Keras state: no skip set cached by an earlier test
+    monkeypatch.setattr(global_state, "set_global_attribute", counting)
+    model.save(tmp_path / "plain.keras")
+    plain = len(built)
+    models.keras_saving_skipsets()
+    built.clear()
+    model.save(tmp_path / "fixed.keras")
+    assert built == [] and plain >= len(model.layers)  # every layer rebuilt a set before, none after
+    a, b = (zipfile.ZipFile(tmp_path / f"{n}.keras") for n in ("plain", "fixed"))
+    for name in ("config.json", "model.weights.h5"):
+        assert a.read(name) == b.read(name)
+    loaded = models.load_model(tmp_path / "fixed.keras")
+    images = random_images(2, 32, seed=3)
+    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)

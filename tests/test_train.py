@@ -248,6 +248,11 @@ def test_checkpoints_store_a_base_then_only_what_changed(small_dir, tmp_path):
         np.testing.assert_array_equal(v.numpy(), expected[i])
     # the epoch file differs from the base in every variable it holds
     assert all(not np.array_equal(last[f"v{i}"], base[f"v{i}"]) for i in stored)
+    # the optimizer state of a stage's last epoch is never read back (a next stage starts a fresh optimizer):
+    # the last epoch's is not written, and nothing names one
+    assert state["optimizer"] is None and not (ckpt / "epoch-2.optimizer.npz").exists()
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted({state["base"], state["weights"], state["best_weights"],
+                                                             "state.json"})
 
 
 def test_every_file_of_a_run_is_readable_by_others_under_umask_022(small_dir, tmp_path):
