@@ -17,23 +17,42 @@ __all__ = ["StageFitter", "use_xla", "pads_exactly"]
 
 # When a cached stage trains its full batches with XLA (`use_xla`), from benchmarks/xla_threshold.py (InceptionV3
 # at 150 px, 431 images, 2 cores): the epochs from which XLA's compile is paid back by its faster steps, for a
-# Dense head / mixed10 / mixed9-10, were 4.1 / 1.1 / 0.4 on one Xeon, 6.3 / 2.6 / 2.7 on a Xeon with AMX, and
-# 60.7 / 23.0 / 11.1 on an AMD EPYC (compile 3.9 s more than a graph trace for mixed9-10, steps 17% faster).
-# The thresholds take the slowest machine measured: a stage shorter than them loses under 1 s on the others,
-# one longer gains on all of them.
+# Dense head / mixed10 / mixed9-10, were 4.1 / 1.1 / 0.4 on one Intel Xeon, 6.3 / 2.6 / 2.7 on another (with
+# AMX), and 60.7 / 23.0 / 11.1 on an AMD EPYC (Zen 4: XLA compiles mixed9-10 in 3.9 s more than a graph trace,
+# and its steps are 17% faster, against 29% on the Xeon with AMX). The thresholds are per CPU vendor, each a
+# little above the slowest break-even measured on it; a CPU not measured gets the cautious ones.
 JIT_MIN_PARAMS = 1_000_000  # suffixes with fewer trainable parameters never (their steps are small)
-JIT_MIN_EPOCHS_CONV = 12  # suffixes with convolutions, from this many epochs
-JIT_MIN_EPOCHS = 60  # other suffixes (Dense heads), from this many epochs
+# (from how many epochs a suffix with convolutions, and one without (a Dense head), compiles with XLA)
+JIT_MIN_EPOCHS = {"GenuineIntel": (2, 5)}
+JIT_MIN_EPOCHS_ELSE = (12, 60)  # AMD measured; any other CPU
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id from /proc/cpuinfo (`GenuineIntel`, `AuthenticAMD`), or '' where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def jit_min_epochs() -> tuple[int, int]:
+    """This CPU's thresholds: (epochs from which a suffix with convolutions compiles with XLA, a Dense head)."""
+    return JIT_MIN_EPOCHS.get(cpu_vendor(), JIT_MIN_EPOCHS_ELSE)
 
 
 def use_xla(suffix, epochs: int) -> bool:
     """Whether a cached stage compiles its full-batch step with XLA: when the compile is paid back within the
-    stage's epochs (a suffix of `JIT_MIN_PARAMS` trainable parameters or more, trained for `JIT_MIN_EPOCHS_CONV`
-    epochs when it has convolutions, `JIT_MIN_EPOCHS` otherwise)."""
+    stage's epochs (a suffix of `JIT_MIN_PARAMS` trainable parameters or more, trained for at least
+    `jit_min_epochs()` epochs: its CPU's threshold with convolutions, or without)."""
     if sum(int(np.prod(v.shape)) for v in suffix.trainable_weights) < JIT_MIN_PARAMS:
         return False
     conv = any("Conv" in type(layer).__name__ and layer.trainable for layer in suffix.layers)
-    return epochs >= (JIT_MIN_EPOCHS_CONV if conv else JIT_MIN_EPOCHS)
+    with_conv, dense = jit_min_epochs()
+    return epochs >= (with_conv if conv else dense)
 
 
 def pads_exactly(suffix) -> bool:

@@ -158,9 +158,9 @@ def test_a_cached_stage_traces_its_step_once(tmp_path, monkeypatch, jit):
     once for both."""
     if jit:
         monkeypatch.setattr(S, "JIT_MIN_PARAMS", 0)
-        monkeypatch.setattr(S, "JIT_MIN_EPOCHS", 1)
+        monkeypatch.setattr(S, "jit_min_epochs", lambda: (1, 1))
     else:
-        monkeypatch.setattr(S, "JIT_MIN_EPOCHS", 100)
+        monkeypatch.setattr(S, "jit_min_epochs", lambda: (100, 100))
     made = _fitters(monkeypatch)
     suffixes = []
     real_suffix = C.suffix_model
@@ -205,7 +205,7 @@ def test_the_padded_last_batch_computes_what_the_unpadded_one_does(tmp_path, mon
     runs = {}
     for jit in (False, True):
         monkeypatch.setattr(S, "JIT_MIN_PARAMS", 0 if jit else 10**12)
-        monkeypatch.setattr(S, "JIT_MIN_EPOCHS", 1)
+        monkeypatch.setattr(S, "jit_min_epochs", lambda: (1, 1))
         made = _fitters(monkeypatch)
         runs[jit] = train(recipe, out=tmp_path / f"run-{jit}", verbose=False)
         assert made[0].pads is jit and made[0].jit is jit
@@ -246,3 +246,19 @@ def test_a_later_stage_with_the_same_suffix_reuses_the_compiled_steps(tmp_path, 
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
     for wa, wb in zip(run.model.get_weights(), fresh.model.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+
+
+def test_xla_thresholds_follow_the_cpu_vendor(monkeypatch):
+    """XLA from 2 epochs (convolutions) / 5 (a Dense head) on Intel, 12 / 60 on AMD and any CPU not measured."""
+    import keras
+
+    conv_in = keras.Input((5, 5, 8))
+    conv = keras.Model(conv_in, keras.layers.Dense(20000)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(64, 3)(conv_in))))
+    dense_in = keras.Input((64,))
+    dense = keras.Model(dense_in, keras.layers.Dense(3)(keras.layers.Dense(20000)(dense_in)))
+    assert all(sum(int(np.prod(v.shape)) for v in m.trainable_weights) >= S.JIT_MIN_PARAMS for m in (conv, dense))
+    for vendor, (conv_from, dense_from) in (("GenuineIntel", (2, 5)), ("AuthenticAMD", (12, 60)), ("", (12, 60))):
+        monkeypatch.setattr(S, "cpu_vendor", lambda v=vendor: v)
+        assert [S.use_xla(conv, e) for e in (conv_from - 1, conv_from)] == [False, True], vendor
+        assert [S.use_xla(dense, e) for e in (dense_from - 1, dense_from)] == [False, True], vendor
