@@ -60,10 +60,10 @@ def keras_saving_skipsets() -> None:
 
     Keras 3 (`saving_lib.get_attr_skipset`, up to 3.15 at least) stores each set under
     `saving_attr_skipset_<type>` but looks it up under `saving_attr_skiplist_<type>`, so every layer it walks
-    builds a throwaway `Layer()` to list its attributes: about 0.6 s of a save or a load for InceptionV3's 316
-    layers. Storing the same sets under the name it reads changes nothing in the file (the sets are `dir()` of a
-    fresh object of the type, the same every time); where Keras reads its own cache, this finds it there and
-    does nothing.
+    builds a throwaway `Layer()` to list its attributes: about 0.2 s of a save or a load of InceptionV3's 316
+    layers (measured: save 0.91 -> 0.73 s, load 2.27 -> 2.06 s). Storing the same sets under the name it reads
+    changes nothing in the file (the sets are `dir()` of a fresh object of the type, the same every time); where
+    Keras reads its own cache, this finds it there and does nothing.
     """
     try:
         from keras.src.backend.common import global_state
