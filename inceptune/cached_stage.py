@@ -8,6 +8,8 @@ The feature cache (`cache.py`, `CacheContext.fitter`) makes one per stage.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from inceptune.inference import compiled_forward
@@ -27,8 +29,10 @@ JIT_MIN_EPOCHS = {"GenuineIntel": (2, 5)}
 JIT_MIN_EPOCHS_ELSE = (12, 60)  # AMD measured; any other CPU
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_vendor() -> str:
-    """The CPU's vendor id from /proc/cpuinfo (`GenuineIntel`, `AuthenticAMD`), or '' where there is none."""
+    """The CPU's vendor id from /proc/cpuinfo (`GenuineIntel`, `AuthenticAMD`), or '' where there is none; read
+    once per process (every stage's `use_xla` and `computes_like` ask)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
