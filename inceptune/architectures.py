@@ -15,6 +15,7 @@ architecture's block names as static data (`ArchSpec.block_names`), is readable 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
 import sys
@@ -27,7 +28,7 @@ import numpy as np
 
 from inceptune.choices import PREPROCESS_MODES
 from inceptune.errors import ModelLoadError, closest
-from inceptune.models import load_model
+from inceptune.models import initial_draws_skipped, keras_saving_skipsets, load_model
 
 if TYPE_CHECKING:  # annotations only: the functions import Keras when they run
     import keras
@@ -305,6 +306,20 @@ def check_backbone(name, image_size: int | None = None, weights=None) -> None:
             raise ModelLoadError(str(exc), key="weights") from exc
 
 
+def _build_loaded(builder, w, size: int):
+    if w == "imagenet":
+        return builder(w, (size, size, 3))  # Keras downloads (once) and loads them
+    model = builder(None, (size, size, 3))
+    keras_saving_skipsets()
+    model.load_weights(w)
+    return model
+
+
+def _zero_kernel(model) -> bool:
+    """Whether a layer's kernel is all zeros (a draw the load did not overwrite would be)."""
+    return any(not np.any(layer.kernel.numpy()) for layer in model.layers if getattr(layer, "kernel", None) is not None)
+
+
 def load_backbone(name: str, weights="imagenet", image_size: int | None = None) -> keras.Model:
     """Builds a backbone without its classification top.
 
@@ -334,12 +349,15 @@ def load_backbone(name: str, weights="imagenet", image_size: int | None = None) 
         builder = lambda weights, input_shape: fn(weights=weights, include_top=False, input_shape=input_shape)  # noqa: E731
     size = int(image_size or default_size)
     w = _weights_arg(weights)
+    # every variable of these backbones is loaded from the weights (Keras refuses a file that lacks one), so
+    # their initial draws are skipped (models.initial_draws_skipped); other applications may set variables
+    # that their weights file does not hold, and build as Keras builds them
+    loaded = w is not None and spec is not None and spec.name != "inception_mini"
     try:
-        if w not in (None, "imagenet") and spec is not None and spec.name != "inception_mini":
-            model = builder(None, (size, size, 3))
-            model.load_weights(w)
-        else:
-            model = builder(w, (size, size, 3))
+        with initial_draws_skipped() if loaded else contextlib.nullcontext():
+            model = _build_loaded(builder, w, size) if loaded else builder(w, (size, size, 3))
+        if loaded and _zero_kernel(model):  # a kernel the load left at zero (or a file that stores one): as Keras
+            model = _build_loaded(builder, w, size)  # builds it, so nothing differs from a build without the skip
     except ModelLoadError:
         raise
     except Exception as exc:  # Keras raises a bare Exception("URL fetch failure ...") offline

@@ -632,7 +632,7 @@ def evaluate_data(
     recipe = run_dir / "recipe.yaml" if run_dir is not None and (run_dir / "recipe.yaml").is_file() else None
     history = run_dir / "history.csv" if run_dir is not None and (run_dir / "history.csv").is_file() else None
     with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore", UserWarning)  # matplotlib's empty-legend notes on classes without images
+        _warnings.simplefilter("ignore", UserWarning)  # scikit-learn's notes on curves of classes without images
         write_report(out, metrics=metrics, history_csv=history, recipe=recipe, manifest_rows=rows,
                      skipped=skipped, warnings=warns, title=f"inceptune evaluation on {Path(source).name}")
     return Evaluation(dir=out, metrics=metrics, skipped=skipped, warnings=warns, source=source)

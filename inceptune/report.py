@@ -1,8 +1,9 @@
 """The HTML report of a run: one self-contained ``report.html``, readable offline with no server.
 
-``write_report`` writes ``report.html`` into the run folder and nothing else: the plots (PNG) and the
-misclassified thumbnails (JPEG) are embedded as base64 data URIs, so the file alone can be mailed or attached
-to a ticket; it references no other file and nothing on the network.
+``write_report`` writes ``report.html`` into the run folder and nothing else: the charts are inline SVG
+(``svg_charts``: sharp at any zoom, their text searchable) and the misclassified thumbnails (JPEG) are embedded
+as base64 data URIs, so the file alone can be mailed or attached to a ticket; it references no other file and
+nothing on the network.
 
 The page opens with a title from the folder's name and the date (``flowers — inceptune run, 2026-12-01``) and
 one line saying what was measured: ``test split: 120 images, backbone inception_v3 (weights imagenet), image
@@ -370,70 +371,80 @@ def _recipe_text(recipe) -> str:
 def _training_section(rows) -> str:
     if not rows:
         return _na("no training history (history.csv) was given." if rows is None else "history.csv has no epoch.")
-    fig = _training_figure(rows)
-    if fig is None:
+    charts = _training_charts(rows)
+    if not charts:
         columns = sorted({key for row in rows for key in row})
         return _na(f"history.csv has none of the columns loss, accuracy, lr (it has {columns}).")
     stage_list = ", ".join(dict.fromkeys(str(row.get("stage", "")) for row in rows))
     return (
         f'<p>{len(rows)} epoch(s) in stage(s): {_e(stage_list)}. Dotted lines mark stage boundaries.</p>\n'
-        f'<img src="{_png_uri(fig)}" alt="training curves">'
+        + _plots("training curves", charts)
     )
 
 
-def _training_figure(rows):
-    """Loss, accuracy and learning rate against the epoch (integer ticks); None without any of those columns."""
-    from matplotlib.ticker import MaxNLocator
+def _plots(label: str, charts: Sequence[str]) -> str:
+    """Charts (`svg_charts`) side by side where the page is wide enough, as one labelled group."""
+    return f'<div class="plots" role="group" aria-label="{_e(label)}">{"".join(charts)}</div>'
+
+
+def _span(values, log: bool = False, pad: float = 0.05) -> tuple[float, float]:
+    """The range of the finite (for a log axis: positive) values, widened by `pad` of it on each side."""
+    v = np.asarray([x for x in values if math.isfinite(x) and (x > 0 or not log)], dtype=float)
+    if v.size == 0:
+        return (0.1, 1.0) if log else (0.0, 1.0)
+    if log:
+        lo, hi = math.log10(v.min()), math.log10(v.max())
+        extra = max((hi - lo) * pad, 0.05)
+        return 10 ** (lo - extra), 10 ** (hi + extra)
+    lo, hi = float(v.min()), float(v.max())
+    extra = (hi - lo) * pad if hi > lo else max(abs(lo) * 0.05, 0.05)
+    return lo - extra, hi + extra
+
+
+def _training_charts(rows) -> list[str]:
+    """Loss, accuracy and learning rate against the epoch (whole-number ticks), one chart each; [] without
+    any of those columns."""
+    from inceptune.svg_charts import Chart
 
     series = defaultdict(list)
     for row in rows:
         for key, value in row.items():
             series[key].append(_to_float(value))
     stages = [str(row.get("stage", "")) for row in rows]
-    x = np.arange(1, len(rows) + 1)
+    x = list(range(1, len(rows) + 1))
     lr_key = "lr" if "lr" in series else ("learning_rate" if "learning_rate" in series else None)
+
     def drawn(key):  # val_ema_* columns are blank in stages without EMA
-        return key in series and bool(np.any(np.isfinite(np.array(series[key], dtype=float))))
+        return key in series and any(math.isfinite(v) for v in series[key])
 
     panels = [
         ("loss", [k for k in ("loss", "val_loss", "val_ema_loss") if drawn(k)]),
         ("accuracy", [k for k in ("accuracy", "val_accuracy", "val_ema_accuracy") if drawn(k)]),
-        ("learning rate", [lr_key] if lr_key else []),
+        ("learning rate", [lr_key] if lr_key and drawn(lr_key) else []),
     ]
     panels = [(name, keys) for name, keys in panels if keys]
-    if not panels:
-        return None
     boundaries = [i for i in range(1, len(stages)) if stages[i] != stages[i - 1]]
-    fig = _figure(figsize=(11, 3.4 * len(panels)))
+    charts = []
     for n, (name, keys) in enumerate(panels):
-        ax = fig.add_subplot(len(panels), 1, n + 1)
+        values = [v for k in keys for v in series[k]]
+        # a log axis for the learning rate: a cosine schedule's last 3.8e-8 stays visible; 0 is not drawn
+        log = name == "learning rate" and any(v > 0 for v in values if math.isfinite(v))
+        last = n == len(panels) - 1
+        chart = Chart(1100, 320 if last else 290, x=(0.5, len(rows) + 0.5), y=_span(values, log), ylog=log,
+                      integer_x=True, title=" " if n == 0 else "",
+                      xlabel="epoch (all stages, in order)" if last else "",
+                      ylabel=f"{name} (log scale)" if log else name)
         for key in keys:
-            y = np.array(series[key], dtype=float)
-            if name == "learning rate":
-                y[~(y > 0)] = np.nan  # a log axis: a cosine schedule's last 3.8e-8 stays visible; 0 is not drawn
-            ax.plot(x, y, marker="o", markersize=3, label=key, linestyle="--" if key.startswith("val_") else "-")
-        log = name == "learning rate" and bool(np.any(np.array(series[keys[0]], dtype=float) > 0))
-        if log:
-            ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(0.5, len(rows) + 0.5)
+            chart.line(x, series[key], label=key, dashed=key.startswith("val_"), markers=True)
         for b in boundaries:
-            ax.axvline(b + 0.5, color="0.4", linestyle=":", linewidth=1)
+            chart.vline(b + 0.5)
         if n == 0:  # stage names once, at the top
-            starts = [0] + boundaries
-            ends = boundaries + [len(stages)]
-            for s, e in zip(starts, ends):
-                ax.annotate(
-                    stages[s], xy=((s + e) / 2 + 0.5, 1.0), xycoords=("data", "axes fraction"), ha="center",
-                    va="bottom", fontsize=9, color="0.25",
-                )
-        ax.set_ylabel(f"{name} (log scale)" if log else name)
-        ax.grid(alpha=0.3)
+            for s, e in zip([0] + boundaries, boundaries + [len(stages)]):
+                chart.label_above((s + e) / 2 + 0.5, stages[s])
         if len(keys) > 1 or name != "learning rate":
-            ax.legend(loc="best", fontsize=8)
-    fig.axes[-1].set_xlabel("epoch (all stages, in order)")
-    fig.tight_layout()
-    return fig
+            chart.legend("best")
+        charts.append(chart.svg(f"{name} by epoch"))
+    return charts
 
 
 def _toolbox_note(recipe: Mapping | None) -> str:
@@ -474,27 +485,14 @@ def _toolbox_note(recipe: Mapping | None) -> str:
 def _confusion_section(metrics) -> str:
     if not metrics or metrics.get("confusion_matrix") is None:
         return _na("no confusion matrix: the model was not evaluated.")
+    from inceptune.svg_charts import heatmap
+
     cm = np.array(metrics["confusion_matrix"], dtype=float)
     labels = metrics.get("labels") or [str(i) for i in range(len(cm))]
-    c = len(labels)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = min(2.5 + 0.45 * c, 14)
-    fig = _figure(figsize=(size + 1.2, size))
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    ax.set_xticks(range(c), labels=labels, rotation=45 if c > 4 else 0, ha="right" if c > 4 else "center")
-    ax.set_yticks(range(c), labels=labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if c <= 30:
-        for i in range(c):
-            for j in range(c):
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8 if c > 12 else 10,
-                        color="white" if share[i, j] > 0.5 else "black")
-    fig.tight_layout()
+    chart = heatmap(share.tolist(), cm.tolist(), labels, label="confusion matrix", show_counts=len(labels) <= 30)
     return ('<p>Rows: true class; columns: predicted class. Row sums are the class supports.</p>\n'
-            f'<img src="{_png_uri(fig)}" alt="confusion matrix">')
+            + _plots("confusion matrix", [chart]))
 
 
 def _curves_section(metrics, labels, y_true, probs) -> str:
@@ -505,12 +503,16 @@ def _curves_section(metrics, labels, y_true, probs) -> str:
         )
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
+    from inceptune.svg_charts import Chart
+
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=float)
     c = probs.shape[1]
     labels = labels or [str(i) for i in range(c)]
-    fig = _figure(figsize=(15, 4.8))
-    ax_roc, ax_pr, ax_cal = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+    unit = (-0.02, 1.02)
+    roc = Chart(500, 470, x=unit, y=unit, xlabel="false positive rate", ylabel="true positive rate",
+                title="ROC (one-vs-rest)" if c > 2 else f"ROC (positive class: {labels[1]})")
+    pr = Chart(500, 470, x=unit, y=unit, xlabel="recall", ylabel="precision", title="precision-recall")
     classes = [1] if c == 2 else list(range(c))
     legend = len(classes) <= _MAX_LEGEND_CLASSES
     for i in classes:
@@ -519,46 +521,44 @@ def _curves_section(metrics, labels, y_true, probs) -> str:
             continue  # undefined for this class (see the warnings of the summary)
         fpr, tpr, _ = roc_curve(positives, probs[:, i])
         prec, rec, _ = precision_recall_curve(positives, probs[:, i])
-        kw = {"linewidth": 1.5} if legend else {"linewidth": 0.6, "color": "0.7"}
-        ax_roc.plot(fpr, tpr, label=f"{labels[i]} (AUC {auc(fpr, tpr):.3f})" if legend else None, **kw)
-        ax_pr.plot(rec, prec, label=labels[i] if legend else None, drawstyle="steps-post", **kw)
+        kw = {"width": 1.5} if legend else {"width": 0.6, "color": "#b3b3b3"}
+        color = None if legend else kw["color"]
+        roc.line(fpr, tpr, label=f"{labels[i]} (AUC {auc(fpr, tpr):.3f})" if legend else None, width=kw["width"],
+                 color=color)
+        pr.line(rec, prec, label=labels[i] if legend else None, step=True, width=kw["width"],
+                color=color)
     if not legend:  # many classes: the micro average summarises them
         onehot = np.eye(c)[y_true]
         fpr, tpr, _ = roc_curve(onehot.ravel(), probs.ravel())
         prec, rec, _ = precision_recall_curve(onehot.ravel(), probs.ravel())
-        ax_roc.plot(fpr, tpr, color="C0", linewidth=2, label=f"micro average (AUC {auc(fpr, tpr):.3f})")
-        ax_pr.plot(rec, prec, color="C0", linewidth=2, label="micro average", drawstyle="steps-post")
-    ax_roc.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
-    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02),
-               title="ROC (one-vs-rest)" if c > 2 else f"ROC (positive class: {labels[1]})")
-    ax_pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall")
-    for ax in (ax_roc, ax_pr):
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if ax is ax_roc else "lower left", fontsize=8)
+        roc.line(fpr, tpr, color="#1f77b4", width=2, label=f"micro average (AUC {auc(fpr, tpr):.3f})")
+        pr.line(rec, prec, color="#1f77b4", width=2, label="micro average", step=True)
+    roc.line([0, 1], [0, 1], color="#999", width=1, dotted=True)
+    roc.legend("lower right")
+    pr.legend("lower left")
 
     bins = (metrics or {}).get("calibration", {}).get("bins")
+    ece = (metrics or {}).get("ece", float("nan"))
+    cal = Chart(500, 470, x=unit, y=unit, xlabel="top-1 confidence", ylabel="accuracy",
+                title=f"reliability (ECE {ece:.3f})" if bins else "reliability")
     if bins:
         filled = [b for b in bins if b["count"]]
         centers = [(b["lower"] + b["upper"]) / 2 for b in filled]
         width = bins[0]["upper"] - bins[0]["lower"]
         ts = metrics.get("temperature_scaling") or {}
-        ax_cal.bar(centers, [b["accuracy"] for b in filled], width=width * 0.9, color="C0", alpha=0.7,
-                   label="accuracy in bin" + (" (with temperature)" if ts else ""))
+        cal.bars(centers, [b["accuracy"] for b in filled], width * 0.9, color="#1f77b4",
+                 label="accuracy in bin" + (" (with temperature)" if ts else ""))
         before = [b for b in ts.get("bins_before") or [] if b["count"]]
         if before:  # reliability before temperature scaling, over the same bins
-            ax_cal.plot([b["confidence"] for b in before], [b["accuracy"] for b in before], "o-", color="C3",
-                        linewidth=1.2, markersize=4,
-                        label=f"without temperature (ECE {ts.get('ece_before', float('nan')):.3f})")
-        ax_cal.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="perfect calibration")
-        ax_cal.set(xlabel="top-1 confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
-                   title=f"reliability (ECE {metrics.get('ece', float('nan')):.3f})")
-        ax_cal.legend(loc="upper left", fontsize=8)
-        ax_cal.grid(alpha=0.3)
+            cal.line([b["confidence"] for b in before], [b["accuracy"] for b in before], color="#d62728",
+                     width=1.2, markers=True,
+                     label=f"without temperature (ECE {ts.get('ece_before', float('nan')):.3f})")
+        cal.line([0, 1], [0, 1], color="#999", width=1, dotted=True, label="perfect calibration")
+        cal.legend("upper left")
     else:
-        ax_cal.set_axis_off()
-        ax_cal.text(0.5, 0.5, "calibration bins not available", ha="center", va="center")
-    fig.tight_layout()
-    return f'<img src="{_png_uri(fig)}" alt="ROC, precision-recall and reliability curves">'
+        cal.note("calibration bins not available")
+    return _plots("ROC, precision-recall and reliability curves",
+                  [roc.svg("ROC curves"), pr.svg("precision-recall curves"), cal.svg("reliability diagram")])
 
 
 def _per_class_section(metrics) -> str:
@@ -712,19 +712,6 @@ def _thumbnail(path, run_dir: Path) -> str | None:
     return None
 
 
-def _figure(figsize):
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
-    return Figure(figsize=figsize, dpi=100)
-
-
-def _png_uri(fig) -> str:
-    """The figure as a PNG data URI, embedded in the page (no file beside it)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -745,7 +732,8 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 tr.total td {{ font-weight: bold; background: #fafafa; }}
 details summary {{ cursor: pointer; color: #555; }}
 pre {{ background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
-img {{ max-width: 100%; }}
+img, svg {{ max-width: 100%; height: auto; }}
+.plots {{ display: flex; flex-wrap: wrap; gap: 4px; }}
 .na {{ color: #777; font-style: italic; }}
 .warn li, p.warn {{ color: #8a5300; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}

@@ -100,15 +100,65 @@ def test_missing_weights_file(tmp_path):
         A.load_backbone("inception_mini", weights=str(tmp_path / "nope.h5"))
 
 
-def test_local_weights_file_round_trip(tmp_path):
+def test_local_weights_file_round_trip(tmp_path, monkeypatch):
+    """A backbone built from a weights file holds the file's values, bit for bit, and draws no initial values
+    on the way (they would be overwritten unread); a file that stores a zero kernel keeps it."""
+    from keras.src.backend.tensorflow import core
+    from keras.src.initializers import random_initializers
+
     keras.utils.set_random_seed(1)
     m = A.load_backbone("inception_v3", weights=None, image_size=75)
     path = tmp_path / "v3.weights.h5"
     m.save_weights(path)
+    draws = []
+    real_draw = random_initializers.VarianceScaling.__call__
+    monkeypatch.setattr(random_initializers.VarianceScaling, "__call__",
+                        lambda self, *a, **k: draws.append(1) or real_draw(self, *a, **k))
+    hook = core.Variable._initialize_with_initializer
     keras.utils.set_random_seed(2)
     loaded = A.load_backbone("inception_v3", weights=str(path), image_size=75)
+    assert draws == [] and core.Variable._initialize_with_initializer is hook  # no draw; the hook restored
     for a, b in zip(m.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    A.load_backbone("inception_v3", weights=None, image_size=75)  # random initialisation still draws
+    assert len(draws) == 94  # one per convolution kernel
+
+    conv = next(layer for layer in m.layers if isinstance(layer, keras.layers.Conv2D))
+    conv.kernel.assign(np.zeros(conv.kernel.shape, "float32"))
+    m.save_weights(tmp_path / "zero.weights.h5")
+    loaded = A.load_backbone("inception_v3", weights=str(tmp_path / "zero.weights.h5"), image_size=75)
+    for a, b in zip(m.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_weights_file_missing_a_layer_is_refused(tmp_path):
+    """The initial draws are skipped only because a load that succeeds sets every variable: Keras refuses a
+    file without one of the layers."""
+    import h5py
+
+    path = tmp_path / "v3.weights.h5"
+    A.load_backbone("inception_v3", weights=None, image_size=75).save_weights(path)
+    with h5py.File(path, "a") as f:
+        del f["layers"]["conv2d_5"]
+    with pytest.raises(ModelLoadError, match=r"could not load weights file .*v3.weights.h5.* into backbone "
+                                             r"'inception_v3'.*could not be loaded"):
+        A.load_backbone("inception_v3", weights=str(path), image_size=75)
+
+
+def test_initial_draws_are_skipped_on_this_thread_only():
+    import threading
+
+    from inceptune.models import initial_draws_skipped
+
+    other = {}
+    with initial_draws_skipped():
+        mine = keras.Variable(initializer="ones", shape=(3,))
+        thread = threading.Thread(target=lambda: other.update(v=keras.Variable(initializer="ones", shape=(3,))))
+        thread.start()
+        thread.join()
+    after = keras.Variable(initializer="ones", shape=(3,))
+    assert mine.numpy().tolist() == [0, 0, 0]
+    assert other["v"].numpy().tolist() == [1, 1, 1] and after.numpy().tolist() == [1, 1, 1]
 
 
 def test_imagenet_offline_is_a_clear_error(monkeypatch):

@@ -183,12 +183,45 @@ def test_a_cached_stage_traces_its_step_once(tmp_path, monkeypatch, jit):
         assert fitter._step.experimental_get_tracing_count() == 1
     assert len(suffixes) == 1  # the final passes built no other suffix
     forward = inference.compiled_forward(fitter.suffix)
-    assert forward.experimental_get_tracing_count() == 1  # validation then test predictions, one trace
+    # every epoch's validation, then the final validation and test predictions: one forward, traced once; the
+    # loss and metrics of validation in a function of their own, so Keras's test_step is never traced
+    assert forward.experimental_get_tracing_count() == 1
+    assert fitter._score.experimental_get_tracing_count() == 1
+    assert fitter._test_step.experimental_get_tracing_count() == 0
     assert run.val_probs is not None and len(run.val_probs) == len(fitter.ctx.data.paths("val"))
     assert "test predictions from the cached features at 'head_pool'" in _log(run.dir)
     # the epoch lines time the epochs only: the feature pass is logged before epoch 1
     log = _log(run.dir)
     assert log.index("cache miss") < log.index("head epoch 1/3")
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_validation_through_the_forward_computes_what_test_step_does(tmp_path, monkeypatch, smoothing):
+    """Validation as the compiled forward plus a function of the loss and metrics logs what Keras's test_step
+    logs (two stages, a partial last validation batch, with and without label smoothing's one-hot targets),
+    and a suffix with an activity regularizer (a loss added while it is called) keeps test_step."""
+    images = make_image_folder(tmp_path / "images", classes=3, per_class=20)
+    stages = [dict(HEAD[0], epochs=2, label_smoothing=smoothing), dict(HEAD[0], name="again", epochs=1, lr=1e-4)]
+    recipe = mini_recipe(images, stages=stages, cache="auto",
+                         data=dict(mini_recipe(images)["data"], batch_size=8,
+                                   split={"val": 0.3, "test": 0.2, "seed": 0}))
+    runs, made, scores_apart = {}, _fitters(monkeypatch), S.scores_apart
+    for apart in (True, False):
+        monkeypatch.setattr(S, "scores_apart", lambda suffix, apart=apart: apart)
+        made.clear()
+        runs[apart] = train(recipe, out=tmp_path / f"run-{apart}", verbose=False)
+        assert all((f._score is not None) is apart for f in made)
+    assert len(made[0].ctx.data.paths("val")) % 8 != 0  # a partial last validation batch
+    for a, b in zip(runs[True].history, runs[False].history):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    np.testing.assert_allclose(runs[True].val_probs, runs[False].val_probs, rtol=1e-6, atol=1e-7)
+
+    import keras
+
+    suffix = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activity_regularizer="l2")])
+    assert not scores_apart(suffix)
+    assert scores_apart(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
 
 
 @pytest.mark.parametrize("balance", ["none", "class-weight"])

@@ -53,6 +53,22 @@ class _Refs(HTMLParser):
         self._in = None
 
 
+def _charts(text: str) -> dict[str, list[str]]:
+    """{a group of charts' label: the labels of its SVG charts, in order}."""
+    groups = re.findall(r'<div class="plots" role="group" aria-label="([^"]*)">(.*?)</div>', text, re.S)
+    return {label: re.findall(r'<svg [^>]*aria-label="([^"]*)"', body) for label, body in groups}
+
+
+def _svg(text: str, label: str) -> str:
+    (found,) = re.findall(rf'<svg [^>]*aria-label="{re.escape(label)}".*?</svg>', text, re.S)
+    return found
+
+
+def _legend(svg: str) -> list[str]:
+    box = re.search(r'<rect [^>]*fill-opacity="0.85" stroke="#ccc"/>(.*?)</g>', svg, re.S)
+    return re.findall(r"<text [^>]*>([^<]*)</text>", box.group(1)) if box else []
+
+
 def _parse(path: Path) -> _Refs:
     parser = _Refs()
     parser.feed(path.read_text(encoding="utf-8"))
@@ -131,15 +147,28 @@ def test_full_report_has_every_section_and_embeds_every_image(run_dir):
     assert parser.sections[:2] == ["summary", "training"]  # the curves right after the summary
     assert parser.h2 == [report._TITLES[s] for s in report.SECTIONS]
     images = _assert_self_contained(page, parser)
-    # One file: the plots are embedded, nothing is written beside the page (no PNG, no temp file).
+    # One file: the charts are in the page, nothing is written beside it (no image, no temp file).
     assert sorted(p.name for p in run.iterdir()) == ["history.csv", "report.html"]
-    # figsize x 100 dpi: 3 training panels, a 3-class confusion matrix, 3 curve panels.
-    plots = {alt: im for alt, im in images.items() if im[0] == "PNG"}
-    assert plots == {"training curves": ("PNG", (1100, 1020)), "confusion matrix": ("PNG", (505, 385)),
-                     "ROC, precision-recall and reliability curves": ("PNG", (1500, 480))}
-    assert sorted(im for im in images.values() if im[0] != "PNG") == [("JPEG", (60, 40))] * 3  # thumbnails, as is
-
+    assert sorted(images.values()) == [("JPEG", (60, 40))] * 3  # thumbnails, as is
     text = page.read_text()
+    # the charts, inline SVG: 3 training panels, the confusion matrix, 3 curve panels
+    assert _charts(text) == {
+        "training curves": ["loss by epoch", "accuracy by epoch", "learning rate by epoch"],
+        "confusion matrix": ["confusion matrix"],
+        "ROC, precision-recall and reliability curves": ["ROC curves", "precision-recall curves",
+                                                         "reliability diagram"]}
+    loss, accuracy, lr = (_svg(text, f"{name} by epoch") for name in ("loss", "accuracy", "learning rate"))
+    assert _legend(loss) == ["loss", "val_loss"] and _legend(accuracy) == ["accuracy", "val_accuracy"]
+    assert loss.count("<circle") == 10 and loss.count("stroke-dasharray=\"2 3\"") == 1  # 5 epochs x 2; 1 boundary
+    assert ">head</text>" in loss and ">top</text>" in loss  # the stages named above the first panel
+    assert "learning rate (log scale)" in lr and ">1e-3</text>" in lr and ">1e-4</text>" in lr
+    confusion = _svg(text, "confusion matrix")
+    cells = re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="(\d+)" height="\1" fill="#[0-9a-f]{6}"/><text[^>]*>(\d+)<',
+                       confusion)
+    assert [int(n) for _, n in cells] == [3, 1, 0, 0, 3, 1, 2, 0, 2]  # row by row: true class, then predicted
+    curves = _svg(text, "ROC curves")
+    assert all(f"{name} (AUC " in curves for name in LABELS)
+    assert "perfect calibration" in _svg(text, "reliability diagram")
     assert "Not available" not in text
     assert "<title>Test &lt;run&gt;</title>" in text  # escaped; a title of the caller's own is kept
     assert parser.text["header"] == ("test split: 12 images, backbone inception_v3 (weights none), image size 32×32, "
@@ -176,11 +205,12 @@ def test_curves_need_predictions_and_accept_explicit_arrays(run_dir):
     lean = {k: v for k, v in metrics.items() if k != "predictions"}
     text = report.write_report(run, metrics=lean).read_text()
     assert "Not available: no raw predictions" in text
-    assert 'alt="ROC, precision-recall and reliability curves"' not in text
+    assert "ROC, precision-recall and reliability curves" not in _charts(text)
     y = np.array(metrics["predictions"]["y_true"])
     probs = np.array(metrics["predictions"]["probs"])
     text = report.write_report(run, metrics=lean, y_true=y, probs=probs).read_text()
-    assert '<img src="data:image/png;base64,' in text and 'alt="ROC, precision-recall and reliability curves"' in text
+    assert _charts(text)["ROC, precision-recall and reliability curves"] == [
+        "ROC curves", "precision-recall curves", "reliability diagram"]
     assert re.search(r"no training history", text)
 
 
@@ -249,17 +279,17 @@ def test_training_plot_has_integer_epochs_and_a_log_lr_axis():
     """A cosine schedule's last 3.8e-8 does not flatten the learning-rate plot; epochs are whole numbers."""
     lrs = [1e-3 * (1 + np.cos(np.pi * e / 5)) / 2 for e in range(5)] + [3.8e-8]
     rows = [{"stage": "all", "epoch": e + 1, "loss": 1 / (e + 1), "lr": lr} for e, lr in enumerate(lrs)]
-    fig = report._training_figure(rows)
-    loss_ax, lr_ax = fig.axes
-    assert lr_ax.get_yscale() == "log" and loss_ax.get_yscale() == "linear"
-    low, high = lr_ax.get_ylim()
-    assert low < 3.8e-8 and high > 1e-3
-    for ax in fig.axes:
-        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
-        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    loss, lr = report._training_charts(rows)
+    y_ticks = lambda svg: re.findall(r'text-anchor="end">([^<]+)</text>', svg)  # noqa: E731
+    x_ticks = lambda svg: re.findall(r'text-anchor="middle">([-\d.e]+)</text>', svg)  # noqa: E731
+    assert y_ticks(lr) == [f"1e-{k}" for k in range(7, 2, -1)]  # every decade of 3.8e-8 to 1e-3
+    assert "lr (log scale)" not in loss and "learning rate (log scale)" in lr
+    assert [float(t) for t in y_ticks(loss)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # linear
+    for svg in (loss, lr):
+        assert x_ticks(svg) == ["1", "2", "3", "4", "5", "6"]
     # A zero learning rate (not drawable on a log axis) is left out, not an error.
-    fig = report._training_figure([{"stage": "a", "lr": 0.0}, {"stage": "a", "lr": 1e-3}])
-    assert fig.axes[0].get_yscale() == "log"
+    (lr,) = report._training_charts([{"stage": "a", "lr": 0.0}, {"stage": "a", "lr": 1e-3}])
+    assert "learning rate (log scale)" in lr and lr.count("<circle") == 1
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
