@@ -224,11 +224,11 @@ class StageFitter:
         # mixed9-10 at 150 px) that then runs at half the XLA program's speed
         self.pads = self.jit and pads_exactly(suffix)
         self._step = None  # traced at the first batch, with its structure and a batch dimension of None
-        self._score = self._val_loss = None
-        if self.val is not None:  # one trace for the full and the last, smaller validation batches
+        self._score = self._val_loss = self._test_step = None
+        if self.val is not None and scores_apart(suffix):  # the forward, then the loss and metrics
+            self._score, self._val_loss = _scoring(suffix, self.val[1])
+        elif self.val is not None:  # one trace for the full and the last, smaller validation batches
             self._test_step = tf.function(test_step, input_signature=_signature(self.val), autograph=False)
-            if scores_apart(suffix):
-                self._score, self._val_loss = _scoring(suffix, self.val[1])
         from inceptune.distribute import current_strategy, replicated_step
 
         strategy = current_strategy()  # `distribute:` the same train_step on every replica, gradients all-reduced

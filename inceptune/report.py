@@ -387,24 +387,10 @@ def _plots(label: str, charts: Sequence[str]) -> str:
     return f'<div class="plots" role="group" aria-label="{_e(label)}">{"".join(charts)}</div>'
 
 
-def _span(values, log: bool = False, pad: float = 0.05) -> tuple[float, float]:
-    """The range of the finite (for a log axis: positive) values, widened by `pad` of it on each side."""
-    v = np.asarray([x for x in values if math.isfinite(x) and (x > 0 or not log)], dtype=float)
-    if v.size == 0:
-        return (0.1, 1.0) if log else (0.0, 1.0)
-    if log:
-        lo, hi = math.log10(v.min()), math.log10(v.max())
-        extra = max((hi - lo) * pad, 0.05)
-        return 10 ** (lo - extra), 10 ** (hi + extra)
-    lo, hi = float(v.min()), float(v.max())
-    extra = (hi - lo) * pad if hi > lo else max(abs(lo) * 0.05, 0.05)
-    return lo - extra, hi + extra
-
-
 def _training_charts(rows) -> list[str]:
     """Loss, accuracy and learning rate against the epoch (whole-number ticks), one chart each; [] without
     any of those columns."""
-    from inceptune.svg_charts import Chart
+    from inceptune.svg_charts import Chart, padded_range
 
     series = defaultdict(list)
     for row in rows:
@@ -430,8 +416,8 @@ def _training_charts(rows) -> list[str]:
         # a log axis for the learning rate: a cosine schedule's last 3.8e-8 stays visible; 0 is not drawn
         log = name == "learning rate" and any(v > 0 for v in values if math.isfinite(v))
         last = n == len(panels) - 1
-        chart = Chart(1100, 320 if last else 290, x=(0.5, len(rows) + 0.5), y=_span(values, log), ylog=log,
-                      integer_x=True, title=" " if n == 0 else "",
+        chart = Chart(1100, 320 if last else 290, x=(0.5, len(rows) + 0.5), y=padded_range(values, log), ylog=log,
+                      integer_x=True, room_above=n == 0,
                       xlabel="epoch (all stages, in order)" if last else "",
                       ylabel=f"{name} (log scale)" if log else name)
         for key in keys:
@@ -521,12 +507,10 @@ def _curves_section(metrics, labels, y_true, probs) -> str:
             continue  # undefined for this class (see the warnings of the summary)
         fpr, tpr, _ = roc_curve(positives, probs[:, i])
         prec, rec, _ = precision_recall_curve(positives, probs[:, i])
-        kw = {"width": 1.5} if legend else {"width": 0.6, "color": "#b3b3b3"}
-        color = None if legend else kw["color"]
-        roc.line(fpr, tpr, label=f"{labels[i]} (AUC {auc(fpr, tpr):.3f})" if legend else None, width=kw["width"],
+        width, color = (1.5, None) if legend else (0.6, "#b3b3b3")  # None: the next colour of the cycle
+        roc.line(fpr, tpr, label=f"{labels[i]} (AUC {auc(fpr, tpr):.3f})" if legend else None, width=width,
                  color=color)
-        pr.line(rec, prec, label=labels[i] if legend else None, step=True, width=kw["width"],
-                color=color)
+        pr.line(rec, prec, label=labels[i] if legend else None, step=True, width=width, color=color)
     if not legend:  # many classes: the micro average summarises them
         onehot = np.eye(c)[y_true]
         fpr, tpr, _ = roc_curve(onehot.ravel(), probs.ravel())

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["COLORS", "Chart", "heatmap", "nice_ticks"]
+__all__ = ["COLORS", "Chart", "heatmap", "nice_ticks", "padded_range"]
 
 # matplotlib's default cycle ("tab10"), so the report keeps the colours people know
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -45,6 +45,20 @@ def nice_ticks(lo: float, hi: float, count: int = 6, integer: bool = False) -> l
     return ticks
 
 
+def padded_range(values, log: bool = False, pad: float = 0.05) -> tuple[float, float]:
+    """The range of the finite (for a log axis: positive) values, widened by `pad` of it on each side."""
+    v = [float(x) for x in values if math.isfinite(x) and (x > 0 or not log)]
+    if not v:
+        return (0.1, 1.0) if log else (0.0, 1.0)
+    if log:
+        lo, hi = math.log10(min(v)), math.log10(max(v))
+        extra = max((hi - lo) * pad, 0.05)
+        return 10 ** (lo - extra), 10 ** (hi + extra)
+    lo, hi = min(v), max(v)
+    extra = (hi - lo) * pad if hi > lo else max(abs(lo) * 0.05, 0.05)
+    return lo - extra, hi + extra
+
+
 def _fmt(value: float) -> str:
     if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
         return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
@@ -64,12 +78,14 @@ class Chart:
         ylog: bool. A logarithmic y axis (values <= 0 are not drawn). Defaults to False.
         integer_x: bool. Ticks on whole numbers only (epochs). Defaults to False.
         title, xlabel, ylabel: str. Text around the frame.
+        room_above: bool. Room above the frame for `label_above` without a title. Defaults to False.
     """
 
     def __init__(self, width: int, height: int, *, x: tuple, y: tuple, ylog: bool = False, integer_x: bool = False,
-                 title: str = "", xlabel: str = "", ylabel: str = ""):
+                 title: str = "", xlabel: str = "", ylabel: str = "", room_above: bool = False):
         self.width, self.height = width, height
-        self.left, self.right, self.top, self.bottom = 64, 14, 30 if title else 14, 46 if xlabel else 30
+        self.left, self.right, self.bottom = 64, 14, 46 if xlabel else 30
+        self.top = 30 if title or room_above else 14
         self.x, self.ylog, self.integer_x = (float(x[0]), float(x[1])), ylog, integer_x
         if ylog:
             self.y = (math.log10(y[0]), math.log10(y[1]))

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 
-from inceptune.svg_charts import Chart, heatmap, nice_ticks
+from inceptune.svg_charts import Chart, heatmap, nice_ticks, padded_range
 
 
 def test_nice_ticks():
@@ -12,6 +12,14 @@ def test_nice_ticks():
     assert nice_ticks(0.5, 15.5, count=11, integer=True) == [2, 4, 6, 8, 10, 12, 14]
     assert nice_ticks(0.5, 6.5, count=11, integer=True) == [1, 2, 3, 4, 5, 6]
     assert nice_ticks(3.0, 3.0) == [3.0] and nice_ticks(float("nan"), 1) == []
+
+
+def test_padded_range():
+    assert padded_range([1.0, 3.0, float("nan")]) == pytest.approx((0.9, 3.1))
+    assert padded_range([2.0, 2.0]) == pytest.approx((1.9, 2.1))  # one value: a range around it
+    low, high = padded_range([1e-3, 0.0, 1e-7], log=True)  # 0 cannot be drawn on a log axis: left out
+    assert low < 1e-7 and high > 1e-3 and low > 1e-8
+    assert padded_range([]) == (0.0, 1.0) and padded_range([0.0], log=True) == (0.1, 1.0)
 
 
 def _polylines(svg):
