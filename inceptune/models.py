@@ -93,9 +93,9 @@ def initial_draws_skipped():
     For a model whose every variable is loaded right after it is built (a backbone and its weights file): the
     draws would be overwritten unread. InceptionV3's 376 variables cost one eager random op each (glorot kernels)
     and one Keras `ops.zeros`/`ops.ones` each (BatchNorm), about 0.3 s of its 1.4-1.9 s build on 2 cores
-    (`tests/test_models.py` checks the loaded weights are the same bits). Keras's loading refuses a file that lacks
-    a layer's variables, so a zero cannot survive a load that succeeds. Other threads, and the TensorFlow
-    backend's variables outside the block, are untouched; other backends build as before.
+    (`tests/test_architectures.py` checks the loaded weights are the same bits). Keras's loading refuses a file
+    that lacks a layer's variables, so a zero cannot survive a load that succeeds. Other threads, and the
+    TensorFlow backend's variables outside the block, are untouched; other backends build as before.
     """
     try:
         import tensorflow as tf

@@ -25,6 +25,7 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
           "#17becf")
 _FONT = 'font-family="sans-serif"'
 _MAX_MARKERS = 200  # a line with more points than this is drawn without its point markers
+_DASH = {"line": "", "dashed": ' stroke-dasharray="6 3"', "dotted": ' stroke-dasharray="2 3"'}
 
 
 def nice_ticks(lo: float, hi: float, count: int = 6, integer: bool = False) -> list[float]:
@@ -140,7 +141,8 @@ class Chart:
             run.append(p)
         if run:
             runs.append(run)
-        dash = ' stroke-dasharray="6 3"' if dashed else (' stroke-dasharray="2 3"' if dotted else "")
+        kind = "dashed" if dashed else ("dotted" if dotted else "line")
+        dash = _DASH[kind]
         for pts in runs:
             text = _path(pts)
             self.parts.append(f'<polyline points="{text}" fill="none" stroke="{color}" stroke-width="{width}"'
@@ -151,7 +153,7 @@ class Chart:
                 self.parts.extend(f'<circle cx="{_num(x)}" cy="{_num(y)}" r="2.5" fill="{color}"/>'
                                   for x, y in pts)
         if label:
-            self.entries.append((label, color, "dashed" if dashed else ("dotted" if dotted else "line")))
+            self.entries.append((label, color, kind))
 
     def bars(self, centers: Sequence[float], heights: Sequence[float], width: float, *, label: str | None = None,
              color: str | None = None, opacity: float = 0.7) -> None:
@@ -172,7 +174,7 @@ class Chart:
         """A dotted vertical line across the frame (a stage boundary)."""
         px = self.px(x)
         self.parts.append(f'<line x1="{_num(px)}" x2="{_num(px)}" y1="{self.top}" y2="{self.height - self.bottom}" '
-                          f'stroke="{color}" stroke-width="1" stroke-dasharray="2 3"/>')
+                          f'stroke="{color}" stroke-width="1"{_DASH["dotted"]}/>')
 
     def label_above(self, x: float, text: str) -> None:
         """Text just above the frame, centred on x (data units): a stage's name."""
@@ -209,7 +211,7 @@ class Chart:
                 out.append(f'<rect x="{_num(x0 + 6)}" y="{_num(y - 5)}" width="18" height="9" fill="{color}" '
                            'fill-opacity="0.7"/>')
             else:
-                dash = {"dashed": ' stroke-dasharray="6 3"', "dotted": ' stroke-dasharray="2 3"'}.get(kind, "")
+                dash = _DASH[kind]
                 out.append(f'<line x1="{_num(x0 + 6)}" x2="{_num(x0 + 24)}" y1="{_num(y)}" y2="{_num(y)}" '
                            f'stroke="{color}" stroke-width="2"{dash}/>')
             out.append(f'<text x="{_num(x0 + 30)}" y="{_num(y + 4)}">{escape(label)}</text>')
@@ -253,10 +255,14 @@ class Chart:
 
     def svg(self, label: str) -> str:
         """The chart as an `<svg>` element; `label` names it for screen readers (an image's alt text)."""
-        body = "".join(self._axes() + self.parts)
-        return (f'<svg width="{self.width}" height="{self.height}" '
-                f'viewBox="0 0 {self.width} {self.height}" role="img" aria-label="{escape(label)}">'
-                f'<title>{escape(label)}</title><rect width="100%" height="100%" fill="white"/>{body}</svg>')
+        return _svg(self.width, self.height, label, "".join(self._axes() + self.parts))
+
+
+def _svg(width: float, height: float, label: str, body: str) -> str:
+    """An `<svg>` element on a white ground, named `label` for screen readers (an image's alt text)."""
+    w, h = f"{width:.0f}", f"{height:.0f}"
+    return (f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{escape(label)}">'
+            f'<title>{escape(label)}</title><rect width="100%" height="100%" fill="white"/>{body}</svg>')
 
 
 def _path(points, step: float = 0.5) -> str:
@@ -337,6 +343,4 @@ def heatmap(share, counts, labels: Sequence[str], *, label: str, xlabel: str = "
     out.append(f'<text x="{bx + 52}" y="{cy:.1f}" text-anchor="middle" font-size="11" '
                f'transform="rotate(-90 {bx + 52} {cy:.1f})">{escape(colorbar)}</text>')
     out.append("</g>")
-    return (f'<svg width="{width:.0f}" height="{height:.0f}" '
-            f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(label)}">'
-            f'<title>{escape(label)}</title><rect width="100%" height="100%" fill="white"/>{"".join(out)}</svg>')
+    return _svg(width, height, label, "".join(out))
