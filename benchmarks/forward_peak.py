@@ -4,7 +4,8 @@ Each configuration runs in a fresh process (thread pools and oneDNN are fixed wh
 compiled path inceptune uses (`inference.compiled_forward`: one `tf.function`, batch dimension open), random
 weights, random inputs, the first call (tracing) left out, the best of three timed passes.
 
-    default         batch 32, TensorFlow's own thread pools, oneDNN on (TensorFlow's default on x86)
+    default         batch 32, TensorFlow's own thread pools, oneDNN on (what `import inceptune` sets on x86-64;
+                    TensorFlow's own default only on CPUs with AVX-512 VNNI/BF16 or AMX)
     batch N         another batch size
     intra/inter     tf.config.threading intra-op / inter-op pool sizes
     no-onednn       TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels)
@@ -72,6 +73,7 @@ def peak_gflops() -> tuple[float, str]:
 
 def sgemm_gflops() -> float:
     """The best rate of a 4096x4096 float32 matrix product through TensorFlow on every core (its own kernels)."""
+    import inceptune  # noqa: F401  (the same kernels as the forward's)
     import tensorflow as tf
 
     a = tf.random.uniform((4096, 4096))
@@ -86,6 +88,7 @@ def sgemm_gflops() -> float:
 
 
 def child(options: dict) -> dict:
+    import inceptune  # noqa: F401  (first, as in a run: the TensorFlow settings it makes before TF loads)
     import numpy as np
     import tensorflow as tf
 

@@ -45,6 +45,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A and A' run plain Keras in the environment this script was started in, TensorFlow's own defaults included:
+# `import inceptune` (here, in setup) may set TF_ENABLE_ONEDNN_OPTS, which is B's choice, not plain Keras's
+PLAIN_ENV = dict(os.environ)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -219,6 +222,7 @@ def child_plain(work: Path, size: int, epochs, freeze_bn: bool, seed: int = 0) -
 def child_floor(work: Path, size: int, epochs) -> dict:
     """B's floor, each part alone: the prefix over every image at the compiled-forward rate, then each stage's
     steps and validation on its features at the steady rate (the runner's own suffix, loss and XLA choice)."""
+    import inceptune  # noqa: F401  (first, as in B's process: the TensorFlow settings it makes before TF loads)
     import keras
     import tensorflow as tf
 
@@ -296,23 +300,26 @@ def _steady_epoch(suffix, xt, yt, xv, yv, *, jit: bool, batch: int = 32) -> floa
 
 
 def timed(cmd, env=None) -> tuple[float, str]:
+    """Seconds of a process from its start to its exit, and its output; `env`: its whole environment."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **(env or {})), cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ if env is None else env, cwd=ROOT)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return seconds, proc.stdout
 
 
-def run_child(kind: str, work: Path, args: list[str] = ()) -> tuple[float, dict]:
-    seconds, out = timed([sys.executable, __file__, "--child", kind, "--work", str(work), *args])
+def run_child(kind: str, work: Path, args: list[str] = (), env=None) -> tuple[float, dict]:
+    """A measured child: plain Keras (`plain`: in `PLAIN_ENV`, updated by `env`) or the floor (this environment)."""
+    env = dict(PLAIN_ENV, **(env or {})) if kind == "plain" else None
+    seconds, out = timed([sys.executable, __file__, "--child", kind, "--work", str(work), *args], env)
     return seconds, json.loads(out.strip().splitlines()[-1])
 
 
 def run_b(work: Path, name: str, seed: int = 0, cache: str | None = None) -> tuple[float, dict, str]:
     cache = work / f"cache-{cache or name}"  # by default an empty feature cache: B pays its own image pass
     seconds, _ = timed([sys.executable, "-m", "inceptune", "train", str(work / _seeded("recipe.yaml", seed)), "--out",
-                        str(work / name)], env={"INCEPTUNE_CACHE_DIR": str(cache)})
+                        str(work / name)], env=dict(os.environ, INCEPTUNE_CACHE_DIR=str(cache)))
     metrics = json.loads((work / name / "metrics.json").read_text())
     phases = [line for line in (work / name / "log.txt").read_text().splitlines() if line.startswith("time:")]
     return seconds, metrics, phases[-1] if phases else ""
@@ -354,10 +361,16 @@ def main():
     if args.growth_only:
         sizes, first_row = sizes[1:], None
     base = Path(tempfile.mkdtemp(prefix="inceptune-seed-bench-"))
-    starts = sorted(timed([sys.executable, "-c", "import tensorflow, keras"])[0] for _ in range(3))
+    start = [sys.executable, "-c", "import tensorflow, keras; from tensorflow.python.util import _pywrap_util_port "
+             "as port; print(port.IsMklEnabled())"]
+    runs = [timed(start, PLAIN_ENV) for _ in range(3)]
+    starts = sorted(t for t, _ in runs)
     start_s = starts[1]  # the median of three: one start varies by seconds on this VM
+    # plain Keras's kernels here: TensorFlow's default (oneDNN only on CPUs with AVX-512 VNNI/BF16 or AMX)
+    plain_onednn = runs[0][1].split()[-1] == "True"
     print(f"python start + import tensorflow, keras: {start_s:.1f} s "
-          f"(median of {', '.join(f'{s:.1f}' for s in starts)})")
+          f"(median of {', '.join(f'{s:.1f}' for s in starts)}); TensorFlow's oneDNN kernels "
+          f"{'on' if plain_onednn else 'off'} by default on this CPU (B: on)")
 
     rows = []
     for k, (n, ep) in enumerate(sizes):
@@ -397,6 +410,12 @@ def main():
             row["A"], row["acc_A"] = t, res["accuracy"]
             print(f"  {LABELS['A']}: {t:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: head "
                   f"{np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s", flush=True)
+            if not plain_onednn:  # A' with the kernels B runs, once (seed 0): how much of A'/B they account for
+                t, res = run_child("plain", work, ["--freeze-bn"], env={"TF_ENABLE_ONEDNN_OPTS": "1"})
+                row["A2_onednn"], row["acc_A2_onednn"] = t, res["accuracy"]
+                print(f"  {LABELS['A2_onednn']}: {t:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: "
+                      f"head {np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s",
+                      flush=True)
         else:  # A' from its own per-epoch times at this size: a run of 2+2 epochs, its second epochs steady
             (work / "setup.json").write_text(json.dumps(dict(meta, epochs=[2, 2])))
             t2, res = run_child("plain", work, ["--freeze-bn"])
@@ -414,13 +433,17 @@ def main():
     print(f"\nThe seeds' recipe, {first['images']} images ({first['counts']}), process start to exit; A' and B: the "
           f"median time and the mean test accuracy over {len(runs)} seed(s), A: seed 0:")
     print(f"{'':34}{'seconds':>8}{'test acc':>10}   seconds per seed")
-    for name in ("A", "A2", "B", "floor"):
+    for name in ("A", "A2", "A2_onednn", "B", "floor"):
+        if name not in first:
+            continue
         acc = first.get(f"acc_{name}")
         each = ", ".join(f"{r[name]:.1f}" for r in runs) if name in runs[0] else ""
         print(f"{LABELS[name]:<34}{first[name]:8.1f}{'' if acc is None else f'{acc:.4f}':>10}   {each}")
     print(f"A/B {first['A'] / first['B']:.2f}   A'/B {first['A2'] / first['B']:.2f}   B/floor "
           f"{first['B'] / first['floor']:.2f}   test accuracy B - A' {100 * (first['acc_B'] - first['acc_A2']):+.1f} "
           "points (means over seeds)")
+    if "A2_onednn" in first:
+        print(f"A' with oneDNN on (seed 0) / B (median) {first['A2_onednn'] / first['B']:.2f}")
     if len(runs) > 1:
         a2, b = (np.array([r[key] for r in runs]) for key in ("acc_A2", "acc_B"))
         diff = 100 * (b - a2)
@@ -445,6 +468,7 @@ def print_growth(rows):
 
 QUOTE = "'"
 LABELS = {"A": "A  plain Keras (the seeds)", "A2": "A' plain Keras, BatchNorm frozen",
+          "A2_onednn": "A' with oneDNN on (seed 0)",
           "B": "B  inceptune train", "floor": "B's floor"}
 
 

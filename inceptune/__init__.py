@@ -13,12 +13,18 @@ errors but no INFO or WARNING lines (its start-up `cpu_feature_guard ... AVX2 FM
 `absl::InitializeLog()` preamble that comes with the first line; TensorFlow 2.21 sends some of these past the
 variable, and the first `import tensorflow` after `import inceptune` holds them back to the same level). It must be
 set before TensorFlow is first imported; set it yourself (e.g. to 0) to see everything.
+
+On x86-64 it also sets `TF_ENABLE_ONEDNN_OPTS=1` unless it is set already (or TensorFlow is already imported):
+TensorFlow's oneDNN kernels, which it turns on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX, train the
+unfrozen convolutional blocks about twice as fast as its default kernels elsewhere. Set it to 0 to keep those.
 """
 
 from __future__ import annotations
 
 import importlib as _importlib
 import os as _os
+import platform as _platform
+import sys as _sys
 
 # 2: TensorFlow's C++ logging keeps ERROR and FATAL, drops INFO and WARNING (1 would keep its warnings, such as the
 # "Local rendezvous is aborting ..." line that repeats an error Python raises anyway). A user's own value wins.
@@ -26,6 +32,12 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow 2.21 prints some start-up lines through absl, which ignores that variable: the first `import tensorflow`
 # runs with stderr held and gives back the lines the level keeps (inceptune/_tf_logs.py)
 _importlib.import_module("inceptune._tf_logs").install()
+# oneDNN's kernels for TensorFlow's CPU ops: TensorFlow turns them on by default only where the CPU reports AVX-512
+# VNNI/BF16 or AMX instructions; on other x86-64 CPUs (AVX2 machines, VMs that hide AVX-512) it runs Eigen's, whose
+# convolution gradients take twice as long (benchmarks/onednn.py: a cached stage's mixed9-mixed10 steps). Read once,
+# when TensorFlow loads: no effect if it is already imported. A user's own value wins (0 keeps Eigen's kernels).
+if "tensorflow" not in _sys.modules and _platform.machine().lower() in ("x86_64", "amd64"):
+    _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

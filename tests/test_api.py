@@ -3,8 +3,11 @@ import importlib.util
 import inspect
 import os
 import pkgutil
+import platform
 import subprocess
 import sys
+
+import pytest
 
 import inceptune as it
 
@@ -73,6 +76,26 @@ def test_library_import_prints_no_tensorflow_start_up_noise():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"))
     assert done.stdout.strip() == "0"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's switch is x86-64's")
+def test_library_import_turns_onednn_on_unless_the_user_or_tensorflow_came_first():
+    """`import inceptune` sets TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow loads, and TensorFlow then runs oneDNN's
+    kernels (it turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX); a user's 0 wins; once
+    TensorFlow is imported the variable is left alone (it would no longer change anything)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    code = ("import os, inceptune, tensorflow; from tensorflow.python.util import _pywrap_util_port as port; "
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), port.IsMklEnabled())")
+    for user, expected in ((None, "1 True"), ("0", "0 False")):
+        run_env = env if user is None else dict(env, TF_ENABLE_ONEDNN_OPTS=user)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env,
+                              timeout=300, check=True)
+        assert done.stdout.split()[-2:] == expected.split(), done.stdout
+    # TensorFlow already loaded (a stand-in module: only inceptune's check of sys.modules is under test)
+    code = ("import os, sys; sys.modules['tensorflow'] = sys; import inceptune; "
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "None"
 
 
 def test_tensorflow_start_up_lines_kept_are_those_the_level_shows():
