@@ -325,6 +325,12 @@ def run_b(work: Path, name: str, seed: int = 0, cache: str | None = None) -> tup
     return seconds, metrics, phases[-1] if phases else ""
 
 
+def plain_line(name: str, seconds: float, res: dict) -> str:
+    """A plain-Keras child's result line: its time, test accuracy and median epoch times per stage."""
+    return (f"{LABELS[name]}: {seconds:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: head "
+            f"{np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s")
+
+
 def floor_total(start: float, parts: dict) -> float:
     return start + parts["prefix_pass"] + sum(v for k, v in parts.items() if k.endswith("_steps"))
 
@@ -395,9 +401,7 @@ def main():
             if k == first_row:
                 t, res = run_child("plain", work, ["--freeze-bn", "--seed", str(seed)])
                 run["A2"], run["acc_A2"] = t, res["accuracy"]
-                print(f"  seed {seed}: {LABELS['A2']}: {t:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: "
-                      f"head {np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s",
-                      flush=True)
+                print(f"  seed {seed}: {plain_line('A2', t, res)}", flush=True)
             row["runs"].append(run)
         for name in ("B", "floor", "A2"):  # the median over seeds: one run of each varies by 10-20% on this VM
             if name in row["runs"][0]:
@@ -408,14 +412,11 @@ def main():
         if k == first_row:  # A once (seed 0): the seeds' own code, BatchNorm statistics drifting
             t, res = run_child("plain", work)
             row["A"], row["acc_A"] = t, res["accuracy"]
-            print(f"  {LABELS['A']}: {t:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: head "
-                  f"{np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s", flush=True)
+            print(f"  {plain_line('A', t, res)}", flush=True)
             if not plain_onednn:  # A' with the kernels B runs, once (seed 0): how much of A'/B they account for
                 t, res = run_child("plain", work, ["--freeze-bn"], env={"TF_ENABLE_ONEDNN_OPTS": "1"})
                 row["A2_onednn"], row["acc_A2_onednn"] = t, res["accuracy"]
-                print(f"  {LABELS['A2_onednn']}: {t:7.1f} s, test accuracy {res['accuracy']:.4f}; per epoch: "
-                      f"head {np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s",
-                      flush=True)
+                print(f"  {plain_line('A2_onednn', t, res)}", flush=True)
         else:  # A' from its own per-epoch times at this size: a run of 2+2 epochs, its second epochs steady
             (work / "setup.json").write_text(json.dumps(dict(meta, epochs=[2, 2])))
             t2, res = run_child("plain", work, ["--freeze-bn"])
