@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 
+from inceptune import conv_grads
 from inceptune.inference import compiled_forward
 from inceptune.prefix_cut import Cut, suffix_model
 
@@ -212,13 +213,17 @@ class StageFitter:
             self.traces += 1  # Python runs this body only while TensorFlow traces it
             return suffix.train_step(batch)
 
+        def xla_train_step(*batch):  # XLA programs keep TensorFlow's kernel gradients (conv_grads: not measured)
+            with conv_grads.native_gradients():
+                return train_step(*batch)
+
         def test_step(*batch):
             return suffix.test_step(batch)
 
         self._train_step = train_step
         # autograph off, as Keras's own train functions: Keras's train_step needs no conversion, and converting
         # reads this file's source again at trace time
-        self._full_step = tf.function(train_step, jit_compile=True, autograph=False) if self.jit else None
+        self._full_step = tf.function(xla_train_step, jit_compile=True, autograph=False) if self.jit else None
         # the last, smaller batch through the same XLA program, padded to the full batch (`_padded_step`), where
         # padding cannot change the arithmetic: instead of tracing and optimizing a graph of its own (3.3 s for
         # mixed9-10 at 150 px) that then runs at half the XLA program's speed

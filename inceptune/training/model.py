@@ -9,7 +9,7 @@ import contextlib
 
 import keras
 
-from inceptune import freezing, surgery
+from inceptune import conv_grads, freezing, surgery
 from inceptune.architectures import ARCHITECTURES, load_backbone
 from inceptune.choices import OPTIMIZERS
 from inceptune.cut import cut_backbone, deepest
@@ -130,6 +130,7 @@ def compile_stage(model, stage, *, batchnorm: str = "frozen", bmap=None, soft_la
         raise RecipeError(
             f"stage {stage.name!r}: train={stage.train!r} selects only layers without trainable weights under "
             f"batchnorm={batchnorm!r}, so nothing would train. HINT: select layers with weights (e.g. 'head').")
+    conv_grads.install(model)  # the trained convolutions' kernel gradients as one matrix product, where it pays
     optimizer = make_optimizer(stage)
     mult = stage_lr_multipliers(model, stage, bmap) if stage.lr_mult else {}
     scale_updates(optimizer, mult, model.trainable_variables)
