@@ -1,13 +1,16 @@
 """The kernel gradient of a trained convolution: TensorFlow's `Conv2DBackpropFilter` against one matrix product
-(`inceptune.conv_grads`), per InceptionV3 shape, and a cached mixed9-10 training step with each.
+(`inceptune.conv_grads`), per InceptionV3 shape, and a cached mixed9-10 training step with each; then the same
+step with Adam's update in one kernel (`inceptune.training.fused_adam`) against Keras's.
 
 Part 1, one process: for the convolution shapes of InceptionV3's blocks (batch 32, the map sides at 150 px and
 299 px), milliseconds of the kernel gradient alone, each a graph function, alternated, the median of 5 rounds.
 Part 2, fresh processes alternating (native, product, native, product, ...): ms per training step of the suffix a
 cached `head,from:mixed9` stage trains (mixed9, mixed10 and the head on mixed8's features, the runner's suffix
-model, Adam, BatchNorm frozen), graph mode, after a warm-up; `INCEPTUNE_CONV_GRADS=native` for TensorFlow's own.
+model, Keras's Adam, BatchNorm frozen), graph mode, after a warm-up; `INCEPTUNE_CONV_GRADS=native` for
+TensorFlow's own.
+Part 3, the same processes with the product: Keras's Adam update against `ResourceApplyAdam` (`fused_adam.fuse`).
 
-Run:  .venv/bin/python benchmarks/conv_grads.py [--size 150] [--rounds 3]     (about 4 minutes on 2 cores)
+Run:  .venv/bin/python benchmarks/conv_grads.py [--size 150] [--rounds 3]     (about 6 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def child_step(size: int, steps: int = 20) -> dict:
     from inceptune import conv_grads, freezing
     from inceptune.heads import build_classifier
     from inceptune.prefix_cut import find_cut, suffix_model
+    from inceptune.training import fused_adam
 
     base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3))
     model = build_classifier(base, 10, {"dense": [1024]}, check_inputs=False, consume_backbone=True)
@@ -75,6 +79,7 @@ def child_step(size: int, steps: int = 20) -> dict:
     suffix = suffix_model(model, find_cut(model))
     suffix.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     suffix.optimizer.build(suffix.trainable_variables)
+    fused = os.environ.get("BENCH_FUSED") == "1" and fused_adam.fuse(suffix.optimizer)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32,) + tuple(suffix.inputs[0].shape[1:])).astype("float32")
     y = rng.integers(0, 10, 32)
@@ -85,7 +90,7 @@ def child_step(size: int, steps: int = 20) -> dict:
     for _ in range(steps):
         out = step(x, y)
     float(out["loss"])
-    return {"ms": (time.perf_counter() - t) / steps * 1000, "installed": installed}
+    return {"ms": (time.perf_counter() - t) / steps * 1000, "installed": installed, "fused": fused}
 
 
 def main():
@@ -100,18 +105,20 @@ def main():
     print("Part 1: the kernel gradient alone, batch 32 (ms, median of 5)")
     kernel_gradients()
     print(f"\nPart 2: a cached mixed9-10 training step at {args.size} px, batch 32 (ms per step, fresh processes)")
-    results = {"native": [], "product": []}
+    variants = {"native": {"INCEPTUNE_CONV_GRADS": "native"}, "product": {"INCEPTUNE_CONV_GRADS": "product"},
+                "product + fused Adam": {"INCEPTUNE_CONV_GRADS": "product", "BENCH_FUSED": "1"}}
+    results = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name in results:
-            env = dict(os.environ, INCEPTUNE_CONV_GRADS="native" if name == "native" else "product")
-            out = subprocess.run([sys.executable, __file__, "--child", "--size", str(args.size)], env=env,
-                                 capture_output=True, text=True, check=True).stdout
+        for name, env in variants.items():
+            out = subprocess.run([sys.executable, __file__, "--child", "--size", str(args.size)],
+                                 env=dict(os.environ, **env), capture_output=True, text=True, check=True).stdout
             res = json.loads(out.strip().splitlines()[-1])
             results[name].append(res["ms"])
-            print(f"  {name:8} {res['ms']:7.1f} ms  ({res['installed']} convolutions with the product)", flush=True)
-    a, b = (statistics.median(results[k]) for k in ("native", "product"))
-    print(f"median: TensorFlow's gradient {a:.1f} ms, the product {b:.1f} ms: {a / b:.2f}x")
-
+            print(f"  {name:22} {res['ms']:7.1f} ms  ({res['installed']} convolutions with the product, Adam "
+                  f"{'in one kernel' if res['fused'] else 'as Keras writes it'})", flush=True)
+    a, b, c = (statistics.median(results[k]) for k in variants)
+    print(f"median: TensorFlow's gradient {a:.1f} ms, the product {b:.1f} ms ({a / b:.2f}x)")
+    print(f"Part 3: with Adam in one kernel {c:.1f} ms ({b / c:.2f}x the product alone, {a / c:.2f}x in all)")
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from inceptune.errors import RecipeError
 from inceptune.heads import build_classifier
 from inceptune.schedules import scale_updates
 from inceptune.selectors import resolve
+from inceptune.training import fused_adam
 
 __all__ = ["resolve_image_size", "build_model", "stage_lr_multipliers", "make_optimizer", "compile_stage",
            "stage_loss", "precision_policy", "check_precision"]
@@ -75,10 +76,10 @@ def make_optimizer(stage):
         kwargs["global_clipnorm"] = float(stage.clip_norm)
     if stage.weight_decay is not None:
         kwargs["weight_decay"] = float(stage.weight_decay)
-    if stage.optimizer == "adam":
-        return keras.optimizers.Adam(**kwargs)
-    if stage.optimizer == "adamw":
-        return keras.optimizers.AdamW(**kwargs)
+    if stage.optimizer in ("adam", "adamw"):
+        optimizer = (keras.optimizers.Adam if stage.optimizer == "adam" else keras.optimizers.AdamW)(**kwargs)
+        fused_adam.fuse(optimizer)  # its update in one TensorFlow kernel per variable
+        return optimizer
     if stage.optimizer == "sgd":
         return keras.optimizers.SGD(momentum=float(stage.momentum), **kwargs)
     raise RecipeError(f"unknown optimizer {stage.optimizer!r}. Allowed: {', '.join(OPTIMIZERS)}.")
