@@ -4,13 +4,14 @@
 The gradient of a stride-1 convolution's kernel is `patches(x)^T @ dy`: for a 1x1 kernel the patches are `x`
 itself, for a larger one the `kh*kw` shifted copies of `x` side by side (`tf.image.extract_patches`). On the CPU
 measured (benchmarks/conv_grads.py: 2 cores, AMD EPYC, oneDNN's kernels), that product is faster than
-`Conv2DBackpropFilter` for every 1x1 kernel (1.15-1.4x on InceptionV3's shapes) and, for larger kernels, on
+`Conv2DBackpropFilter` for every 1x1 kernel (1.07-1.65x on InceptionV3's shapes) and, for larger kernels, on
 feature maps of at most `MAX_PATCH_POSITIONS` positions (InceptionV3's mixed9-10: 3x3 at 150 px, 8x8 at 299 px;
-1.25-1.9x), slower on bigger maps (0.9x: 17x17 with a 7x1 kernel, 35x35 with 3x3); a cached mixed9-10 training
-step at 150 px is 1.28x faster with it. `install` gives each eligible trainable `keras.layers.Conv2D` of a model
-a `convolution_op` whose forward is Keras's own op, unchanged, and whose gradients are the input's
-`Conv2DBackpropInput` (the op TensorFlow's gradient uses) and that product for the kernel: the same values,
-summed in another order (within float32 rounding, 1e-6 relative).
+1.2-2.1x), slower on bigger maps (0.8-0.9x: 17x17 with a 7x1 kernel, 35x35 with 3x3); a cached mixed9-10
+training step at 150 px is 1.16-1.28x faster with it (two runs).
+`install` gives each eligible trainable `keras.layers.Conv2D` of a model a `convolution_op` whose forward is
+Keras's own op, unchanged, and whose gradients are the input's `Conv2DBackpropInput` (the op TensorFlow's
+gradient uses) and that product for the kernel: the same values, summed in another order (within float32
+rounding, 1e-6 relative).
 
 Only where it was measured to pay: the TensorFlow backend on a machine without GPUs, channels-last, stride and
 dilation 1, no groups, and graph-mode steps (a step traced under `native_gradients()`, as a cached stage's XLA

@@ -5,7 +5,7 @@ the first moment; square, subtract, multiply, add to the second; square root, ad
 from the variable): twelve passes over memory per variable per step. TensorFlow's `ResourceApplyAdam` does the
 same arithmetic (the same formula, with `alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`) in one pass. On a
 cached mixed9-10 stage (13.2 million trainable parameters) the update was a quarter of the step's element-wise
-time; one kernel makes the step 1.1x faster (benchmarks/conv_grads.py, part 3).
+time; one kernel makes the step 1.11x faster (benchmarks/conv_grads.py, part 3).
 
 The one difference is rounding: the kernel forms `1 - beta` in float32 (`1 - 0.999f` is 0.00099998713), Keras
 in Python floats before the cast (0.001f), so the moments differ from Keras's by about 1e-5 relative per step.
