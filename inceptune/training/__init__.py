@@ -1,9 +1,9 @@
 """Training: the staged fine-tuning runner and its parts.
 
 The package, top to bottom: `runner` (`train`: the run as named steps over one `RunState`), `model` (the
-classifier of a recipe and the compile step of each stage), `callbacks` (per-batch learning rate, the epoch's
-progress bar), `tracking` (best epoch, early stopping), `checkpoints` (weights, optimizer state, `state.json`)
-and `records` (`log.txt`, `history.csv`, phase times).
+classifier of a recipe and the compile step of each stage; `fused_adam`: Adam's update in one kernel),
+`callbacks` (per-batch learning rate, the epoch's progress bar), `tracking` (best epoch, early stopping),
+`checkpoints` (weights, optimizer state, `state.json`) and `records` (`log.txt`, `history.csv`, phase times).
 
 Names are imported lazily, so `from inceptune.training import train` does not import Keras until a run builds
 its model.
