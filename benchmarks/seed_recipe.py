@@ -204,8 +204,8 @@ def child_plain(work: Path, size: int, epochs, freeze_bn: bool, seed: int = 0) -
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     t_fit = time.perf_counter()
     times = [Times(), Times()]
-    model.fit(stage_data(0, epochs[0]), validation_data=val, epochs=epochs[0], steps_per_epoch=steps, verbose=0,
-              callbacks=[times[0]])
+    head = model.fit(stage_data(0, epochs[0]), validation_data=val, epochs=epochs[0], steps_per_epoch=steps,
+                     verbose=0, callbacks=[times[0]])
     assert base.layers[TOP_FROM - 1].name == "mixed8"
     for layer in base.layers[TOP_FROM:]:
         layer.trainable = not (freeze_bn and isinstance(layer, keras.layers.BatchNormalization))
@@ -216,7 +216,7 @@ def child_plain(work: Path, size: int, epochs, freeze_bn: bool, seed: int = 0) -
     test = data.dataset("test", batch_size=32, image_size=size).map(lambda im, y: (preprocess_input(im), y))
     _, acc = model.evaluate(test, verbose=0)
     return {"accuracy": float(acc), "until_fit": t_fit - t_start, "test": time.perf_counter() - t_test,
-            "head_epochs": times[0].t, "top_epochs": times[1].t}
+            "head_epochs": times[0].t, "top_epochs": times[1].t, "head_loss": head.history["loss"]}
 
 
 def child_floor(work: Path, size: int, epochs) -> dict:
@@ -359,6 +359,19 @@ def plain_line(name: str, seconds: float, res: dict) -> str:
             f"{np.median(res['head_epochs']):.1f} s, top {np.median(res['top_epochs']):.1f} s")
 
 
+def same_computation(work: Path, b_name: str, plain_loss: list) -> str:
+    """A' and B side by side on the head stage's training loss per epoch: the same computation (the same
+    initial head, batches and updates) differs only in float rounding, which the epochs then amplify."""
+    import csv
+
+    with open(work / b_name / "history.csv") as f:
+        ours = [float(r["loss"]) for r in csv.DictReader(f) if r["stage"] == "head"]
+    pairs = ", ".join(f"{a:.4f}/{b:.4f}" for a, b in zip(plain_loss[:3], ours[:3]))
+    rel = [abs(a - b) / abs(a) for a, b in zip(plain_loss, ours)]
+    return (f"head-stage training loss per epoch, A'/B: {pairs}; relative difference epoch 1 {rel[0]:.1e}, "
+            f"epoch {len(rel)} {rel[-1]:.1e}")
+
+
 def floor_total(start: float, parts: dict) -> float:
     return start + parts["prefix_pass"] + sum(v for k, v in parts.items() if k.endswith("_steps"))
 
@@ -433,6 +446,7 @@ def main():
                 t, res = run_child("plain", work, ["--freeze-bn", "--seed", str(seed)])
                 run["A2"], run["acc_A2"] = t, res["accuracy"]
                 print(f"  seed {seed}: {plain_line('A2', t, res)}", flush=True)
+                print(f"  seed {seed}: {same_computation(work, b_name, res['head_loss'])}", flush=True)
             row["runs"].append(run)
         for name in ("B", "floor", "A2"):  # the median over seeds: one run of each varies by 10-20% on this VM
             if name in row["runs"][0]:
