@@ -233,6 +233,12 @@ def _warm_finish_imports() -> None:
         _warming[0].start()
 
 
+def _write_model(model, path: Path) -> None:
+    keras_saving_skipsets()  # about 0.2 s less for InceptionV3 (models.py); Keras keeps them per thread
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
 class _StopRequested(Exception):
     """`stop_after_epochs` was reached (a testing aid that stops the run as if it were killed)."""
 
@@ -685,13 +691,20 @@ class StageRunner:
                 self.weights.load(state.best_weights)
             self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}"
                      + (" (its EMA weights)" if state.best_ema else ""))
+        # model.keras is written on the writer thread while the final passes compute (TensorFlow's kernels leave
+        # the interpreter to the save); with calibration its model exists only once the temperature is fitted
+        early_save = self.recipe.calibrate == "none"
+        if early_save:
+            with self.phases("save"):
+                self._save_model()
         with self.phases("test"):  # the kept model's final passes on cached features: one key for both splits
             wanted = [s for s, has in (("val", self.has_val), ("test", self.has_test)) if has]
             self.final = self.cache.predict_splits(self.model, wanted) if self.cache is not None else {}
         fit, val_probs = self._calibrate()
         val_probs = self._val_probs(fit, val_probs)
-        with self.phases("save"):
-            self._save_model()
+        if not early_save:
+            with self.phases("save"):
+                self._save_model()
         metrics = self._test(fit) if self.has_test else None
         if metrics is None:
             self.log("no test split: metrics.json not written (set data.split.test > 0)")
@@ -699,7 +712,7 @@ class StageRunner:
             report.write_report(out, metrics=metrics, history_csv=out / "history.csv", recipe=out / "recipe.yaml",
                                 manifest_rows=out / "manifest.csv", skipped=out / "skipped.csv",
                                 warnings=list(self.data.warnings))
-        with self.phases("checkpoints"):  # the last epoch's files, written meanwhile, complete before the return
+        with self.phases("save"):  # the last epoch's checkpoint files and model.keras, complete before the return
             self.writer.flush()
         self.log(f"report: {out / 'report.html'}")
         if self.cache is not None and self.cache.seconds:
@@ -761,16 +774,16 @@ class StageRunner:
                                  progress=bar.update)
 
     def _save_model(self) -> None:
-        # an uncompiled model over the same layers (no optimizer state in model.keras); building it takes
-        # milliseconds, where cloning every layer took ~2 s for InceptionV3
+        """Starts writing `model.keras` on the writer thread (`_finish` waits for it before returning): nothing
+        changes the kept model's weights after this. The model is an uncompiled one over the same layers (no
+        optimizer state in model.keras), built here: milliseconds, where cloning every layer took ~2 s for
+        InceptionV3."""
         import keras
 
         model = self.calibrated or self.model
         clean = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
                             model.outputs[0] if len(model.outputs) == 1 else model.outputs, name=model.name)
-        keras_saving_skipsets()  # about 0.2 s less for InceptionV3 (models.py)
-        with atomic_path(self.out / "model.keras") as tmp:
-            clean.save(tmp)
+        self.writer(_write_model, clean, self.out / "model.keras")
 
     def _test(self, fit=None) -> dict:
         with self.phases("test"):
