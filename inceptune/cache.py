@@ -440,19 +440,40 @@ class CacheContext:
         Returns:
             {split: (np.ndarray of outputs, cut layer name)} for the splits cached features can predict.
         """
+        return self.predict_sources(model, self.locate(model, splits), batch_size)
+
+    def locate(self, model, splits) -> list:
+        """Where cached features can predict `splits` of `model`: the stored sets whose key (a hash of the prefix's
+        weights now) matches, the smallest suffix first. The key reads every prefix weight, so a caller that
+        starts other work on the model's weights (the run's background save of `model.keras`) locates first.
+
+        Returns:
+            [(cut, folder, {split: file name})]: what `predict_sources` computes from.
+        """
         cuts = {c.layer: c for c, _ in self.planned if c.layer is not None}
-        out = {}
+        found, covered = [], set()
         for cut in sorted(cuts.values(), key=lambda c: len(c.suffix)):  # the smallest suffix first
-            wanted = [s for s in splits if s not in out]
+            wanted = [s for s in splits if s not in covered]
             if not wanted:
                 break
             folder = cache_root() / self.key(model, cut)
             if not (folder / "meta.json").exists():
                 continue
             files = json.loads((folder / "meta.json").read_text())["files"]
-            wanted = [s for s in wanted if s in files]
-            if not wanted:
-                continue
+            wanted = {s: files[s] for s in wanted if s in files}
+            if wanted:
+                found.append((cut, folder, wanted))
+                covered.update(wanted)
+        return found
+
+    def predict_sources(self, model, sources: list, batch_size: int = 64) -> dict:
+        """The suffix's outputs on the stored features that `locate` found (the model's weights unchanged since).
+
+        Returns:
+            {split: (np.ndarray of outputs, cut layer name)}.
+        """
+        out = {}
+        for cut, folder, files in sources:
             # the suffix the stage trained and its compiled forward, already traced when an earlier split
             # (validation) was predicted: the final passes add no model and no trace
             fitter = self.fitters.get(cut.layer)
@@ -461,8 +482,8 @@ class CacheContext:
             else:
                 suffix = suffix_model(model, cut)  # held here: the compiled function refers to it weakly
                 forward = compiled_forward(suffix)
-            for split in wanted:
-                feats = np.load(folder / files[split], mmap_mode="r")
+            for split, name in files.items():
+                feats = np.load(folder / name, mmap_mode="r")
                 outs = [np.asarray(forward(np.asarray(feats[i:i + batch_size], dtype="float32")))
                         for i in range(0, len(feats), batch_size)]
                 out[split] = (np.concatenate(outs), cut.layer)

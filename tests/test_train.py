@@ -267,3 +267,26 @@ def test_every_file_of_a_run_is_readable_by_others_under_umask_022(small_dir, tm
     wrong = {name: oct(mode) for name, mode in modes.items()
              if mode != (0o755 if (run.dir / name).is_dir() else 0o644)}
     assert wrong == {}
+
+
+@pytest.mark.parametrize("lr", [1e-2, 3.0])
+def test_the_kept_model_is_the_best_epochs_and_loaded_only_when_the_model_lacks_it(small_dir, tmp_path, lr,
+                                                                                   monkeypatch):
+    """`model.keras` holds the best epoch's weights: read back from its checkpoint when an earlier epoch was best
+    (a learning rate of 3 overshoots in its second epoch), not read at all when the last epoch was."""
+    from inceptune.training import CheckpointWeights
+
+    loads = []
+    real_load = CheckpointWeights.load
+    monkeypatch.setattr(CheckpointWeights, "load", lambda self, name: (loads.append(name), real_load(self, name)))
+    recipe = mini_recipe(small_dir, stages=[{"name": "head", "train": "head", "epochs": 2, "lr": lr}])
+    run = train(recipe, out=tmp_path / "run", verbose=False)
+    ckpt = run.dir / "checkpoints"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["best_epoch"] == (2 if lr == 1e-2 else 1)  # both branches are exercised
+    assert loads == ([] if state["best_epoch"] == 2 else [state["best_weights"]])
+    model = build_classifier(build_inception_mini(), len(run.labels), {"dense": [], "dropout": 0.0})
+    real_load(CheckpointWeights(model, ckpt, state["base"]), state["best_weights"])
+    kept = keras.saving.load_model(run.dir / "model.keras", safe_mode=True)
+    for want, got in zip(model.weights, kept.weights, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
