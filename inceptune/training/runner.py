@@ -691,8 +691,8 @@ class StageRunner:
         """The best weights become `model.keras`; the test split is scored and the report written."""
         state, out = self.state, self.out
         if state.best_weights:
-            # else the model holds them: the last epoch's weights (best-N.weights.npz links epoch-N's file)
-            if state.best_weights != state.weights and not self.holds_best:
+            # (best-N.weights.npz never has the name of epoch-N's file it links: the flag says the model holds it)
+            if not self.holds_best:
                 self.weights.load(state.best_weights)
             self.log(f"\nbest epoch by {state.run_monitor}: {_epoch_name(state)}{state.run_monitor} {state.best:.4f}"
                      + (" (its EMA weights)" if state.best_ema else ""))
